@@ -1,0 +1,33 @@
+//! The opsrelay Lambda: builds everything once at init, then handles SQS batches.
+
+use std::process::ExitCode;
+
+use aws_lambda_events::sqs::SqsEvent;
+use lambda_runtime::{LambdaEvent, service_fn};
+use opsrelay::telemetry::{self, LogFormat};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    telemetry::init(LogFormat::Json);
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "opsrelay-lambda stopped.");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), anyhow::Error> {
+    let sdk = opsrelay::aws::sdk_config().await;
+    let relay = opsrelay::startup::relay_from_env(&sdk).await?;
+    let relay = &relay;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
+        let deadline = event.context.deadline();
+        opsrelay::lambda::handle(relay, event.payload, deadline)
+            .await
+            .map_err(lambda_runtime::Error::from)
+    }))
+    .await
+    .map_err(|e| anyhow::anyhow!(e))
+}

@@ -1,0 +1,136 @@
+//! The operator CLI: the local run, rule checks and previews, and the queue worker.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use opsrelay::local::{self, LocalOptions};
+use opsrelay::telemetry::{self, LogFormat};
+use opsrelay::worker::{self, WorkerOptions};
+
+#[derive(Parser)]
+#[command(
+    name = "opsrelay",
+    version,
+    about = "Operational events from SQS to Slack, losing none."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the pipeline locally on sample events (no AWS, no servers); failures go to a local file.
+    Local {
+        /// An SQS event file ({"Records": [...]}); the embedded samples by default.
+        #[arg(long)]
+        events: Option<PathBuf>,
+        /// The local dead-letter file (JSON lines).
+        #[arg(long, default_value = "opsrelay-dead-letters.jsonl")]
+        dead_letters: PathBuf,
+    },
+    /// Check the rules file and the settings, without side effects.
+    Check,
+    /// Show the Slack message an event would produce.
+    Render {
+        /// An event: a body ({"type": …, "id": …}), an SQS record, or an SQS event.
+        #[arg(long)]
+        event: PathBuf,
+        /// The record's columns as a JSON object, instead of querying the database.
+        #[arg(long)]
+        row: Option<PathBuf>,
+    },
+    /// Long-poll an SQS queue and process it with the Lambda's semantics.
+    Worker {
+        /// The source queue.
+        #[arg(long, env = "OPSRELAY_QUEUE_URL")]
+        queue_url: String,
+        /// Long-poll wait in seconds (0–20).
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(i32).range(0..=20))]
+        wait_seconds: i32,
+        /// Stop at the first empty receive.
+        #[arg(long)]
+        until_empty: bool,
+        /// Stop after this many batches.
+        #[arg(long)]
+        max_batches: Option<u64>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(LogFormat::Text);
+    match run(cli.command).await {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> Result<ExitCode, anyhow::Error> {
+    match command {
+        Command::Local {
+            events,
+            dead_letters,
+        } => {
+            let summary = local::run(&LocalOptions {
+                events,
+                dead_letters: dead_letters.clone(),
+            })
+            .await?;
+            println!(
+                "\nSummary: {} delivered, {} retried, {} dead-lettered{}",
+                summary.delivered,
+                summary.retried,
+                summary.dead_lettered,
+                if summary.undelivered > 0 {
+                    format!(", {} undelivered", summary.undelivered)
+                } else {
+                    String::new()
+                }
+            );
+            if summary.dead_lettered > 0 {
+                println!(
+                    "Dead letters (with their reasons): {}",
+                    dead_letters.display()
+                );
+            }
+            Ok(if summary.undelivered > 0 {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Check => opsrelay::check::run().await,
+        Command::Render { event, row } => opsrelay::check::render(&event, row.as_deref()).await,
+        Command::Worker {
+            queue_url,
+            wait_seconds,
+            until_empty,
+            max_batches,
+        } => {
+            let sdk = opsrelay::aws::sdk_config().await;
+            let relay = opsrelay::startup::relay_from_env(&sdk).await?;
+            let client = aws_sdk_sqs::Client::new(&sdk);
+            let options = WorkerOptions {
+                queue_url,
+                wait_time_seconds: wait_seconds,
+                until_empty,
+                max_batches,
+            };
+            let shutdown = async {
+                let _ = tokio::signal::ctrl_c().await;
+            };
+            let stats = worker::run(&relay, &client, &options, shutdown).await?;
+            println!(
+                "{} batches: {} delivered, {} left for retry, {} dead-lettered",
+                stats.batches, stats.delivered, stats.retried, stats.dead_lettered
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

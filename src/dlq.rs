@@ -1,0 +1,172 @@
+//! Where messages that cannot be delivered go: the SQS dead-letter queue (Lambda and worker), or a
+//! JSON-lines file (the local run). The body goes unchanged, the original message attributes are kept,
+//! and one attribute, `opsrelay-failure`, says why ([`FailureRecord`]).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use aws_lambda_events::sqs::{SqsMessage, SqsMessageAttribute};
+use aws_sdk_sqs::primitives::Blob;
+use aws_sdk_sqs::types::MessageAttributeValue;
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncWriteExt;
+
+use crate::failure::{FAILURE_ATTRIBUTE, FailureRecord};
+
+/// SQS allows this many message attributes; one is ours.
+const MAX_ATTRIBUTES: usize = 10;
+/// SQS refuses an empty body; a record without one is dead-lettered with this body instead.
+const EMPTY_BODY: &str = "(opsrelay: the original message had no body)";
+
+/// A dead-letter destination, made once per process.
+#[derive(Debug)]
+pub enum DeadLetters {
+    Sqs {
+        client: aws_sdk_sqs::Client,
+        queue_url: String,
+    },
+    File {
+        path: PathBuf,
+        lock: tokio::sync::Mutex<()>,
+    },
+}
+
+/// The DLQ could not take the message; it is then handed back to SQS (`batchItemFailures`).
+#[derive(Debug, thiserror::Error)]
+pub enum DlqError {
+    #[error("sending to the DLQ failed: {0}; check the DLQ URL and the sqs:SendMessage permission")]
+    Send(String),
+    #[error("sending to the DLQ took over {} ms", .0.as_millis())]
+    Timeout(Duration),
+    #[error("writing the dead-letter file {path} failed: {error}")]
+    File { path: String, error: String },
+}
+
+/// One dead-lettered message as a JSON line (the local dead-letter file).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub message_id: String,
+    pub body: String,
+    #[serde(default)]
+    pub message_attributes: BTreeMap<String, SqsMessageAttribute>,
+    pub failure: FailureRecord,
+}
+
+impl DeadLetters {
+    pub fn file(path: PathBuf) -> Self {
+        DeadLetters::File {
+            path,
+            lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Sends `record` with `failure` attached, within `timeout`.
+    pub async fn send(
+        &self,
+        record: &SqsMessage,
+        failure: &FailureRecord,
+        timeout: Duration,
+    ) -> Result<(), DlqError> {
+        let body = record
+            .body
+            .as_deref()
+            .filter(|b| !b.is_empty())
+            .unwrap_or(EMPTY_BODY);
+        let mut failure = failure.clone();
+        let mut attributes: BTreeMap<String, SqsMessageAttribute> = record
+            .message_attributes
+            .iter()
+            .filter(|(name, _)| name.as_str() != FAILURE_ATTRIBUTE)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if attributes.len() >= MAX_ATTRIBUTES {
+            let overflow: Vec<String> = attributes
+                .keys()
+                .skip(MAX_ATTRIBUTES - 1)
+                .cloned()
+                .collect();
+            let mut dropped = serde_json::Map::new();
+            for name in overflow {
+                if let Some(value) = attributes.remove(&name) {
+                    dropped.insert(name, serde_json::to_value(value).unwrap_or_default());
+                }
+            }
+            failure.dropped_attributes = Some(dropped);
+        }
+        match self {
+            DeadLetters::Sqs { client, queue_url } => {
+                let failure_json = serde_json::to_string(&failure).unwrap_or_default();
+                let mut request = client
+                    .send_message()
+                    .queue_url(queue_url)
+                    .message_body(body)
+                    .message_attributes(FAILURE_ATTRIBUTE, string_attribute(&failure_json));
+                for (name, value) in &attributes {
+                    if let Some(value) = sdk_attribute(value) {
+                        request = request.message_attributes(name, value);
+                    }
+                }
+                if queue_url.ends_with(".fifo") {
+                    let group = record
+                        .attributes
+                        .get("MessageGroupId")
+                        .map(String::as_str)
+                        .unwrap_or("opsrelay");
+                    request = request
+                        .message_group_id(group)
+                        .message_deduplication_id(&failure.source_message_id);
+                }
+                match tokio::time::timeout(timeout, request.send()).await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(e)) => Err(DlqError::Send(crate::aws::describe(&e))),
+                    Err(_) => Err(DlqError::Timeout(timeout)),
+                }
+            }
+            DeadLetters::File { path, lock } => {
+                let letter = DeadLetter {
+                    message_id: failure.source_message_id.clone(),
+                    body: body.to_string(),
+                    message_attributes: attributes,
+                    failure,
+                };
+                let mut line = serde_json::to_string(&letter).unwrap_or_default();
+                line.push('\n');
+                let _guard = lock.lock().await;
+                let fail = |e: std::io::Error| DlqError::File {
+                    path: path.display().to_string(),
+                    error: e.to_string(),
+                };
+                let mut file = tokio::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .await
+                    .map_err(fail)?;
+                file.write_all(line.as_bytes()).await.map_err(fail)?;
+                file.sync_data().await.map_err(fail)
+            }
+        }
+    }
+}
+
+fn string_attribute(value: &str) -> MessageAttributeValue {
+    MessageAttributeValue::builder()
+        .data_type("String")
+        .string_value(value)
+        .build()
+        .expect("data_type is set")
+}
+
+/// The SDK form of an attribute from a Lambda record; `None` for one without a type.
+pub fn sdk_attribute(attribute: &SqsMessageAttribute) -> Option<MessageAttributeValue> {
+    let data_type = attribute.data_type.as_deref()?;
+    let mut value = MessageAttributeValue::builder().data_type(data_type);
+    if let Some(s) = &attribute.string_value {
+        value = value.string_value(s);
+    }
+    if let Some(b) = &attribute.binary_value {
+        value = value.binary_value(Blob::new(b.0.clone()));
+    }
+    value.build().ok()
+}

@@ -1,0 +1,352 @@
+//! Parses one SQS record into an [`OpsEvent`]: an SNS envelope, a raw SNS delivery or a message sent to
+//! the queue directly. Every parsing error is made here; past this module a malformed event cannot exist.
+//!
+//! Accepted bodies (inside the envelope's `Message` when there is one):
+//! - `{"type": "order.created", "id": "42", "occurred_at": "2026-11-30T08:00:00Z"}` (`id` may be an
+//!   integer; `occurred_at` is optional);
+//! - a bare id (`42`, `"42"`, `ord_42`), the type then coming from the message attribute `event_type`
+//!   or the SNS `Subject`.
+
+use std::collections::HashMap;
+
+use aws_lambda_events::sns::SnsMessage;
+use aws_lambda_events::sqs::SqsMessage;
+use base64::Engine as _;
+use chrono::{DateTime, TimeZone, Utc};
+use serde_json::Value;
+
+/// The largest event opsrelay accepts. An event is a type, an id and a time: anything near SNS's
+/// 256 KiB cap is not an event but a mistake, and is dead-lettered rather than parsed.
+pub const MAX_EVENT_BYTES: usize = 64 * 1024;
+/// The longest record id accepted.
+pub const MAX_ID_CHARS: usize = 512;
+/// The longest event type accepted.
+pub const MAX_TYPE_CHARS: usize = 128;
+/// The message attribute (SNS or SQS) that may carry the event type.
+pub const EVENT_TYPE_ATTRIBUTE: &str = "event_type";
+
+/// An event type such as `order.created`: letters, digits and `. _ - : /`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct EventType(String);
+
+impl EventType {
+    pub fn parse(raw: &str) -> Result<Self, EventError> {
+        let valid = !raw.is_empty()
+            && raw.chars().count() <= MAX_TYPE_CHARS
+            && raw
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':' | '/'));
+        if valid {
+            Ok(Self(raw.to_string()))
+        } else {
+            Err(EventError::BadType(
+                raw.chars().take(MAX_TYPE_CHARS).collect(),
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The id of the record the event is about, as the application sent it (trimmed, non-empty).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct RecordId(String);
+
+impl RecordId {
+    pub fn parse(raw: &str) -> Result<Self, EventError> {
+        let id = raw.trim();
+        if id.is_empty() {
+            return Err(EventError::EmptyId);
+        }
+        let chars = id.chars().count();
+        if chars > MAX_ID_CHARS {
+            return Err(EventError::IdTooLong(chars));
+        }
+        if id.chars().any(char::is_control) {
+            return Err(EventError::IdControlChars);
+        }
+        Ok(Self(id.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// One operational event, parsed and checked.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OpsEvent {
+    pub kind: EventType,
+    pub id: RecordId,
+    /// When the event happened: `occurred_at` from the body, else the SNS `Timestamp`, else the time
+    /// SQS accepted the message.
+    pub occurred_at: DateTime<Utc>,
+}
+
+/// What SQS says about the delivery of a record. Read leniently, so it is known even when the body is
+/// malformed: the failure record and the retry decision need it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Delivery {
+    /// The SQS message id; empty only if the record had none (never reported as an item identifier).
+    pub message_id: String,
+    /// `ApproximateReceiveCount`: 1 on the first delivery.
+    pub receive_count: u32,
+    pub first_received_at: Option<DateTime<Utc>>,
+    pub sent_at: Option<DateTime<Utc>>,
+    /// FIFO queues only: the ordering group.
+    pub group_id: Option<String>,
+}
+
+impl Delivery {
+    pub fn of(record: &SqsMessage) -> Self {
+        let attr = |name: &str| record.attributes.get(name).map(String::as_str);
+        let millis = |name: &str| {
+            attr(name)
+                .and_then(|v| v.parse::<i64>().ok())
+                .and_then(|ms| Utc.timestamp_millis_opt(ms).single())
+        };
+        Self {
+            message_id: record.message_id.clone().unwrap_or_default(),
+            receive_count: attr("ApproximateReceiveCount")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(1),
+            first_received_at: millis("ApproximateFirstReceiveTimestamp"),
+            sent_at: millis("SentTimestamp"),
+            group_id: attr("MessageGroupId").map(str::to_string),
+        }
+    }
+}
+
+/// Why a record is not a valid event. Each text says what was wrong, for the DLQ's failure record.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum EventError {
+    #[error("the SQS record has no body")]
+    MissingBody,
+    #[error(
+        "the event is {bytes} bytes; an opsrelay event (a type, an id and occurred_at) is at most {MAX_EVENT_BYTES} bytes"
+    )]
+    TooLarge { bytes: usize },
+    #[error(
+        "the body is an SNS {0} message, not a Notification: confirm the subscription, then ignore it"
+    )]
+    NotANotification(String),
+    #[error("the SNS envelope is malformed: {0}")]
+    BadEnvelope(String),
+    #[error(
+        "the body is neither JSON nor a bare id ({0}): send {{\"type\": \"order.created\", \"id\": \"42\"}} or an id alone"
+    )]
+    NotJson(String),
+    #[error(
+        "the body is a JSON {0}; expected an object {{\"type\": ..., \"id\": ...}} or a bare id"
+    )]
+    NotAnObject(&'static str),
+    #[error("the event has no `id`")]
+    MissingId,
+    #[error("the event's `id` is empty")]
+    EmptyId,
+    #[error("the event's `id` must be a string or an integer, not a JSON {0}")]
+    BadIdType(&'static str),
+    #[error("the event's `id` is {0} characters long; at most {MAX_ID_CHARS} are accepted")]
+    IdTooLong(usize),
+    #[error("the event's `id` contains control characters")]
+    IdControlChars,
+    #[error(
+        "the event has no type: set `type` in the body, the message attribute `event_type`, or the SNS Subject"
+    )]
+    MissingType,
+    #[error("the event's `type` must be a string, not a JSON {0}")]
+    BadTypeType(&'static str),
+    #[error(
+        "the event type {0:?} is not valid: use letters, digits and . _ - : / (at most {MAX_TYPE_CHARS} characters)"
+    )]
+    BadType(String),
+    #[error("the message attribute `{0}` is not valid UTF-8")]
+    AttributeNotUtf8(String),
+    #[error("the message attribute `{0}` is not valid base64")]
+    AttributeNotBase64(String),
+    #[error("`occurred_at` must be an RFC 3339 timestamp such as 2026-11-30T08:00:00Z, got {0:?}")]
+    BadOccurredAt(String),
+}
+
+/// Parses a record's body into an event.
+pub fn parse(record: &SqsMessage) -> Result<OpsEvent, EventError> {
+    let body = record.body.as_deref().ok_or(EventError::MissingBody)?;
+    match sns_envelope(body)? {
+        Some(sns) => {
+            let attributes = sns
+                .message_attributes
+                .iter()
+                .map(|(name, a)| (name.as_str(), Attribute::Sns(&a.data_type, &a.value)))
+                .collect();
+            let context = Context {
+                attributes,
+                subject: sns.subject.as_deref(),
+                published_at: Some(sns.timestamp),
+            };
+            parse_message(&sns.message, &context)
+        }
+        None => {
+            let attributes = record
+                .message_attributes
+                .iter()
+                .map(|(name, a)| {
+                    let value = match (&a.string_value, &a.binary_value) {
+                        (Some(s), _) => Attribute::Text(s),
+                        (None, Some(b)) => Attribute::Bytes(&b.0),
+                        (None, None) => Attribute::Text(""),
+                    };
+                    (name.as_str(), value)
+                })
+                .collect();
+            let context = Context {
+                attributes,
+                subject: None,
+                published_at: Delivery::of(record).sent_at,
+            };
+            parse_message(body, &context)
+        }
+    }
+}
+
+/// A message attribute as it arrives: SNS envelopes carry `{Type, Value}` (base64 for Binary), SQS
+/// records carry a string or decoded bytes.
+enum Attribute<'a> {
+    Sns(&'a str, &'a str),
+    Text(&'a str),
+    Bytes(&'a [u8]),
+}
+
+impl Attribute<'_> {
+    fn text(&self, name: &str) -> Result<String, EventError> {
+        let bytes = match self {
+            Attribute::Text(s) => return Ok((*s).to_string()),
+            Attribute::Sns(kind, value) if !kind.eq_ignore_ascii_case("Binary") => {
+                return Ok((*value).to_string());
+            }
+            Attribute::Sns(_, value) => base64::engine::general_purpose::STANDARD
+                .decode(value)
+                .map_err(|_| EventError::AttributeNotBase64(name.to_string()))?,
+            Attribute::Bytes(b) => b.to_vec(),
+        };
+        String::from_utf8(bytes).map_err(|_| EventError::AttributeNotUtf8(name.to_string()))
+    }
+}
+
+struct Context<'a> {
+    attributes: HashMap<&'a str, Attribute<'a>>,
+    subject: Option<&'a str>,
+    published_at: Option<DateTime<Utc>>,
+}
+
+/// Returns the SNS envelope when the body is one, `None` when it is not (raw delivery or direct send).
+fn sns_envelope(body: &str) -> Result<Option<SnsMessage>, EventError> {
+    let trimmed = body.trim_start();
+    if !trimmed.starts_with('{') || !trimmed.contains("\"TopicArn\"") {
+        return Ok(None);
+    }
+    let Ok(Value::Object(map)) = serde_json::from_str::<Value>(body) else {
+        return Ok(None);
+    };
+    let (Some(Value::String(kind)), true) = (map.get("Type"), map.contains_key("TopicArn")) else {
+        return Ok(None);
+    };
+    if kind != "Notification" {
+        return Err(EventError::NotANotification(kind.clone()));
+    }
+    match map.get("Message") {
+        Some(Value::String(_)) => {}
+        Some(other) => {
+            return Err(EventError::BadEnvelope(format!(
+                "`Message` must be a string, not a JSON {}",
+                json_kind(other)
+            )));
+        }
+        None => return Err(EventError::BadEnvelope("`Message` is missing".into())),
+    }
+    serde_json::from_value(Value::Object(map))
+        .map(Some)
+        .map_err(|e| EventError::BadEnvelope(e.to_string()))
+}
+
+fn parse_message(message: &str, context: &Context<'_>) -> Result<OpsEvent, EventError> {
+    if message.len() > MAX_EVENT_BYTES {
+        return Err(EventError::TooLarge {
+            bytes: message.len(),
+        });
+    }
+    let (id, body_type, occurred_at) = match serde_json::from_str::<Value>(message) {
+        Ok(Value::Object(map)) => {
+            let id = match map.get("id") {
+                None | Some(Value::Null) => return Err(EventError::MissingId),
+                Some(value) => id_text(value)?,
+            };
+            let kind = match map.get("type") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(s)) => Some(s.clone()),
+                Some(other) => return Err(EventError::BadTypeType(json_kind(other))),
+            };
+            let occurred_at = match map.get("occurred_at") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(s)) => Some(
+                    DateTime::parse_from_rfc3339(s)
+                        .map_err(|_| EventError::BadOccurredAt(s.chars().take(64).collect()))?
+                        .with_timezone(&Utc),
+                ),
+                Some(other) => return Err(EventError::BadOccurredAt(other.to_string())),
+            };
+            (id, kind, occurred_at)
+        }
+        Ok(value @ (Value::String(_) | Value::Number(_))) => (id_text(&value)?, None, None),
+        Ok(other) => return Err(EventError::NotAnObject(json_kind(&other))),
+        Err(_) if looks_like_bare_id(message) => (message.trim().to_string(), None, None),
+        Err(e) => return Err(EventError::NotJson(e.to_string())),
+    };
+    let kind = match body_type {
+        Some(kind) => kind,
+        None => match context.attributes.get(EVENT_TYPE_ATTRIBUTE) {
+            Some(attribute) => attribute.text(EVENT_TYPE_ATTRIBUTE)?,
+            None => context
+                .subject
+                .map(str::to_string)
+                .ok_or(EventError::MissingType)?,
+        },
+    };
+    Ok(OpsEvent {
+        kind: EventType::parse(kind.trim())?,
+        id: RecordId::parse(&id)?,
+        occurred_at: occurred_at
+            .or(context.published_at)
+            .unwrap_or_else(Utc::now),
+    })
+}
+
+/// A bare id sent as plain text: one token of letters, digits and `. _ - :`.
+fn looks_like_bare_id(message: &str) -> bool {
+    let token = message.trim();
+    !token.is_empty()
+        && token.len() <= MAX_ID_CHARS
+        && token
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':'))
+}
+
+fn id_text(value: &Value) -> Result<String, EventError> {
+    match value {
+        Value::String(s) => Ok(s.clone()),
+        Value::Number(n) if n.is_i64() || n.is_u64() => Ok(n.to_string()),
+        other => Err(EventError::BadIdType(json_kind(other))),
+    }
+}
+
+fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}

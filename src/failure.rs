@@ -1,0 +1,222 @@
+//! Everything that can go wrong with one message, classified in one place ([`classify`]) as transient
+//! (worth another try) or permanent (will fail the same way again), and the `opsrelay-failure` record
+//! that travels with a dead-lettered message.
+//!
+//! The retry loop ([`crate::retry`]) and the outcome decision ([`crate::pipeline`]) both ask
+//! [`classify`]; nothing else decides whether an error is retried.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::event::EventError;
+use crate::lookup::LookupError;
+use crate::render::RenderError;
+use crate::slack::SlackError;
+
+/// The name of the one message attribute added to a dead-lettered message.
+pub const FAILURE_ATTRIBUTE: &str = "opsrelay-failure";
+/// Reasons are cut to this many characters so that the attribute stays small.
+const MAX_REASON_CHARS: usize = 1_000;
+
+/// Whether trying again can help.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureClass {
+    /// Another try may succeed: rate limits, 5xx, timeouts, an unreachable database, a replica behind.
+    Transient,
+    /// Another try fails the same way: a malformed event, an unknown type, a revoked webhook.
+    Permanent,
+}
+
+impl FailureClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureClass::Transient => "transient",
+            FailureClass::Permanent => "permanent",
+        }
+    }
+}
+
+/// Why one message could not be delivered.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error("malformed event: {0}")]
+    Event(#[from] EventError),
+    #[error(
+        "no rule for event type `{0}`: add a [rules.\"{0}\"] table to the rules file, or stop publishing this type"
+    )]
+    UnknownEventType(String),
+    #[error(
+        "record {id} of rule `{rule}` not found, {age_s} s after the event (replicas get {grace_s} s to catch up): check that the id exists on the primary",
+        age_s = age.as_secs(),
+        grace_s = grace.as_secs()
+    )]
+    RecordNotFound {
+        rule: String,
+        id: String,
+        age: Duration,
+        grace: Duration,
+    },
+    #[error(transparent)]
+    Lookup(#[from] LookupError),
+    #[error(transparent)]
+    Render(#[from] RenderError),
+    #[error("posting to destination `{destination}` failed: {source}")]
+    Slack {
+        destination: String,
+        #[source]
+        source: SlackError,
+    },
+    #[error("the invocation's deadline came before the message was delivered")]
+    Deadline,
+    #[error("processing panicked: {0}")]
+    Panicked(String),
+}
+
+impl ProcessError {
+    /// A stable, short name for the failure, for filters and dashboards.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ProcessError::Event(_) => "malformed_event",
+            ProcessError::UnknownEventType(_) => "unknown_event_type",
+            ProcessError::RecordNotFound { .. } => "record_not_found",
+            ProcessError::Lookup(LookupError::Unavailable(_)) => "database_unavailable",
+            ProcessError::Lookup(LookupError::Query { .. }) => "query_failed",
+            ProcessError::Lookup(LookupError::UnsupportedColumn { .. }) => "unsupported_column",
+            ProcessError::Lookup(LookupError::BadId { .. }) => "bad_id",
+            ProcessError::Render(_) => "template_failed",
+            ProcessError::Slack { source, .. } => match source {
+                SlackError::RateLimited { .. } => "slack_rate_limited",
+                SlackError::Rejected { status, .. } if *status >= 500 => "slack_server_error",
+                SlackError::Rejected { .. } => "slack_rejected",
+                SlackError::Timeout(_) => "slack_timeout",
+                SlackError::Connection(_) => "slack_unreachable",
+                SlackError::NoSlotBeforeDeadline { .. } => "slack_paced",
+            },
+            ProcessError::Deadline => "deadline",
+            ProcessError::Panicked(_) => "panic",
+        }
+    }
+}
+
+/// The one classification of every error. Transient errors are retried (in the invocation, then by
+/// SQS); permanent ones go to the DLQ at once.
+pub fn classify(error: &ProcessError) -> FailureClass {
+    use FailureClass::{Permanent, Transient};
+    match error {
+        ProcessError::Event(_) | ProcessError::UnknownEventType(_) | ProcessError::Render(_) => {
+            Permanent
+        }
+        ProcessError::RecordNotFound { age, grace, .. } => {
+            if age < grace {
+                Transient
+            } else {
+                Permanent
+            }
+        }
+        ProcessError::Lookup(lookup) => match lookup {
+            LookupError::Unavailable(_) => Transient,
+            LookupError::Query { sqlstate, .. } => match sqlstate.as_deref() {
+                Some(code) if is_transient_sqlstate(code) => Transient,
+                _ => Permanent,
+            },
+            LookupError::UnsupportedColumn { .. } | LookupError::BadId { .. } => Permanent,
+        },
+        ProcessError::Slack { source, .. } => match source {
+            SlackError::RateLimited { .. }
+            | SlackError::Timeout(_)
+            | SlackError::Connection(_)
+            | SlackError::NoSlotBeforeDeadline { .. } => Transient,
+            // 5xx (`rollup_error` and the like) and 408 pass; every other answer (400
+            // `invalid_payload`, 403 `invalid_token`, 404 `no_service`, 410 `channel_is_archived`, …)
+            // will be given again.
+            SlackError::Rejected { status, .. } => {
+                if *status >= 500 || *status == 408 {
+                    Transient
+                } else {
+                    Permanent
+                }
+            }
+        },
+        // A panic may come from a passing state; SQS's retries bound it and the last receive
+        // dead-letters it with this reason.
+        ProcessError::Deadline | ProcessError::Panicked(_) => Transient,
+    }
+}
+
+/// The wait the other side asked for (Slack's `Retry-After`), if any.
+pub fn retry_after(error: &ProcessError) -> Option<Duration> {
+    match error {
+        ProcessError::Slack {
+            source: SlackError::RateLimited { retry_after },
+            ..
+        } => *retry_after,
+        _ => None,
+    }
+}
+
+/// SQLSTATE classes that say "try again": connection exceptions (08), transaction rollbacks such as
+/// serialization failures and replica conflicts (40), insufficient resources (53), operator
+/// intervention such as a shutdown or a cancelled query (57), system errors (58), authorization
+/// failures while credentials rotate (28), and MySQL's lock wait / deadlock (HY000 carries many
+/// things, so only the codes that sqlx reports for them).
+fn is_transient_sqlstate(code: &str) -> bool {
+    matches!(code.get(..2), Some("08" | "28" | "40" | "53" | "57" | "58"))
+        || matches!(code, "41000" | "1205" | "1213")
+}
+
+/// The `opsrelay-failure` attribute: why a message was dead-lettered.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FailureRecord {
+    pub class: FailureClass,
+    /// A stable short name ([`ProcessError::code`]).
+    pub code: String,
+    /// What failed and what to do, for a person.
+    pub reason: String,
+    /// The event type when the body could be parsed that far.
+    pub event_type: Option<String>,
+    pub source_message_id: String,
+    pub receive_count: u32,
+    /// The first failed receive (SQS's first receive time when this is not the first).
+    pub first_failed_at: DateTime<Utc>,
+    pub failed_at: DateTime<Utc>,
+    /// Original message attributes that did not fit beside this one (SQS allows 10 per message).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dropped_attributes: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl FailureRecord {
+    /// The record for `error`, on the delivery described by `delivery`.
+    pub fn new(
+        error: &ProcessError,
+        event_type: Option<String>,
+        delivery: &crate::event::Delivery,
+    ) -> Self {
+        let failed_at = Utc::now();
+        let first_failed_at = match (delivery.receive_count, delivery.first_received_at) {
+            (count, Some(first)) if count > 1 => first,
+            _ => failed_at,
+        };
+        let mut reason = error.to_string();
+        if reason.chars().count() > MAX_REASON_CHARS {
+            reason = reason
+                .chars()
+                .take(MAX_REASON_CHARS - 1)
+                .collect::<String>()
+                + "…";
+        }
+        Self {
+            class: classify(error),
+            code: error.code().to_string(),
+            reason,
+            event_type,
+            source_message_id: delivery.message_id.clone(),
+            receive_count: delivery.receive_count,
+            first_failed_at,
+            failed_at,
+            dropped_attributes: None,
+        }
+    }
+}

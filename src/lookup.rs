@@ -1,0 +1,410 @@
+//! The database side: one lazily connected pool (PostgreSQL, MySQL/MariaDB or SQLite, chosen by the
+//! URL's scheme), and the one query per event, whose first row becomes template values.
+//!
+//! Column values map to template values as follows: text, UUIDs and enums are strings; integers and
+//! floats are numbers; booleans are booleans; decimals are strings (exact, never rounded through a
+//! float); dates, times and timestamps are ISO 8601 / RFC 3339 strings (timestamps with a time zone in
+//! UTC); JSON is a nested value; bytes are base64; NULL is `none`, which prints as nothing. A column of
+//! any other type is an error that says how to cast it.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
+use serde_json::{Map, Value as Json};
+use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlRow};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteRow};
+use sqlx::{
+    AssertSqlSafe, Column, ColumnIndex, Decode, Executor, Row, SqlSafeStr, Type, TypeInfo, ValueRef,
+};
+
+use crate::event::RecordId;
+use crate::rules::{IdType, Rule};
+use crate::secret::Secret;
+
+/// One row: column name → value, in column order.
+pub type Record = Map<String, Json>;
+
+/// Pool and query limits.
+#[derive(Clone, Debug)]
+pub struct DbSettings {
+    pub max_connections: u32,
+    /// How long to wait for a connection (including connecting) before the lookup counts as failed.
+    pub acquire_timeout_ms: u64,
+    /// How long one query may run.
+    pub query_timeout_ms: u64,
+}
+
+/// Why a lookup failed. [`crate::failure::classify`] decides what is retried.
+#[derive(Debug, thiserror::Error)]
+pub enum LookupError {
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+    #[error("the query of rule `{rule}` failed: {message}")]
+    Query {
+        rule: String,
+        sqlstate: Option<String>,
+        message: String,
+    },
+    #[error(
+        "column `{column}` has type {type_name}, which opsrelay cannot show: cast it in the query (for example CAST({column} AS TEXT))"
+    )]
+    UnsupportedColumn { column: String, type_name: String },
+    #[error(
+        "the id {id:?} is not {expected}, as rule `{rule}` requires (id_type); the event is wrong"
+    )]
+    BadId {
+        rule: String,
+        id: String,
+        expected: &'static str,
+    },
+}
+
+/// A database that is not usable as configured (stops start-up).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "OPSRELAY_DATABASE_URL is not a usable database URL ({0}): use postgres://, mysql:// or sqlite: (the value is secret and not shown)"
+)]
+pub struct DatabaseUrlError(String);
+
+/// The read replica: a pool that connects on first use, so start-up never waits for it.
+#[derive(Clone, Debug)]
+pub enum Database {
+    Postgres(PgPool),
+    MySql(MySqlPool),
+    Sqlite(SqlitePool),
+}
+
+/// The id, bound as the type the rule asks for.
+enum BoundId {
+    Text(String),
+    Integer(i64),
+    Uuid(uuid::Uuid),
+}
+
+impl Database {
+    /// A lazily connecting pool for `url` (postgres://, mysql://, mariadb://, sqlite:).
+    pub fn connect_lazy(
+        url: &Secret<String>,
+        settings: &DbSettings,
+    ) -> Result<Self, DatabaseUrlError> {
+        let url = url.expose();
+        let acquire = Duration::from_millis(settings.acquire_timeout_ms);
+        let scheme = url.split(':').next().unwrap_or_default();
+        let invalid = |e: sqlx::Error| DatabaseUrlError(scrub(&e.to_string(), url));
+        Ok(match scheme {
+            "postgres" | "postgresql" => {
+                let options = PgConnectOptions::from_str(url)
+                    .map_err(invalid)?
+                    .application_name("opsrelay");
+                Database::Postgres(
+                    PgPoolOptions::new()
+                        .max_connections(settings.max_connections)
+                        .acquire_timeout(acquire)
+                        .connect_lazy_with(options),
+                )
+            }
+            "mysql" | "mariadb" => {
+                let url = url.replacen("mariadb:", "mysql:", 1);
+                let options = MySqlConnectOptions::from_str(&url).map_err(invalid)?;
+                Database::MySql(
+                    MySqlPoolOptions::new()
+                        .max_connections(settings.max_connections)
+                        .acquire_timeout(acquire)
+                        .connect_lazy_with(options),
+                )
+            }
+            "sqlite" => {
+                let options = SqliteConnectOptions::from_str(url).map_err(invalid)?;
+                Database::Sqlite(
+                    SqlitePoolOptions::new()
+                        .max_connections(settings.max_connections)
+                        .acquire_timeout(acquire)
+                        .connect_lazy_with(options),
+                )
+            }
+            other => {
+                return Err(DatabaseUrlError(format!("unknown scheme {other:?}")));
+            }
+        })
+    }
+
+    /// Which engine this is, for logs and checks.
+    pub fn engine(&self) -> &'static str {
+        match self {
+            Database::Postgres(_) => "postgres",
+            Database::MySql(_) => "mysql",
+            Database::Sqlite(_) => "sqlite",
+        }
+    }
+
+    /// Runs the rule's query with the event id and returns the first row, if any.
+    pub async fn fetch_record(
+        &self,
+        rule: &Rule,
+        query: &Arc<str>,
+        id: &RecordId,
+        query_timeout: Duration,
+    ) -> Result<Option<Record>, LookupError> {
+        let bound = bind_id(rule, id, matches!(self, Database::Postgres(_)))?;
+        let sql = query.clone();
+        let run = async {
+            match self {
+                Database::Postgres(pool) => match fetch_first(pool, sql, bound).await? {
+                    Some(row) => record(&row, pg_value).map(Some),
+                    None => Ok(None),
+                },
+                Database::MySql(pool) => match fetch_first(pool, sql, bound).await? {
+                    Some(row) => record(&row, mysql_value).map(Some),
+                    None => Ok(None),
+                },
+                Database::Sqlite(pool) => match fetch_first(pool, sql, bound).await? {
+                    Some(row) => record(&row, sqlite_value).map(Some),
+                    None => Ok(None),
+                },
+            }
+        };
+        match tokio::time::timeout(query_timeout, run).await {
+            Ok(result) => result.map_err(|e| e.into_lookup(&rule.name)),
+            Err(_) => Err(LookupError::Unavailable(format!(
+                "the query of rule `{}` did not finish within {} ms",
+                rule.name,
+                query_timeout.as_millis()
+            ))),
+        }
+    }
+
+    /// Prepares (never runs) a query, to check it against the real schema.
+    pub async fn prepare(&self, query: &Arc<str>) -> Result<(), LookupError> {
+        let sql = AssertSqlSafe(query.clone()).into_sql_str();
+        let result = match self {
+            Database::Postgres(pool) => pool.prepare(sql).await.map(drop),
+            Database::MySql(pool) => pool.prepare(sql).await.map(drop),
+            Database::Sqlite(pool) => pool.prepare(sql).await.map(drop),
+        };
+        result.map_err(|e| Failed::Sql(e).into_lookup("(check)"))
+    }
+
+    /// Runs statements without results (seed data for the local run and tests).
+    pub async fn execute_script(&self, sql: &str) -> Result<(), sqlx::Error> {
+        let sql = AssertSqlSafe(sql.to_string());
+        match self {
+            Database::Postgres(pool) => sqlx::raw_sql(sql).execute(pool).await.map(drop),
+            Database::MySql(pool) => sqlx::raw_sql(sql).execute(pool).await.map(drop),
+            Database::Sqlite(pool) => sqlx::raw_sql(sql).execute(pool).await.map(drop),
+        }
+    }
+}
+
+/// A failed lookup before it is described for the rule.
+enum Failed {
+    Sql(sqlx::Error),
+    Unsupported { column: String, type_name: String },
+}
+
+impl From<sqlx::Error> for Failed {
+    fn from(e: sqlx::Error) -> Self {
+        Failed::Sql(e)
+    }
+}
+
+impl Failed {
+    fn into_lookup(self, rule: &str) -> LookupError {
+        let error = match self {
+            Failed::Unsupported { column, type_name } => {
+                return LookupError::UnsupportedColumn { column, type_name };
+            }
+            Failed::Sql(error) => error,
+        };
+        match &error {
+            sqlx::Error::Database(db) => LookupError::Query {
+                rule: rule.to_string(),
+                sqlstate: db.code().map(|c| c.to_string()),
+                message: db.message().to_string(),
+            },
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+            | sqlx::Error::Protocol(_) => LookupError::Unavailable(error.to_string()),
+            other => LookupError::Query {
+                rule: rule.to_string(),
+                sqlstate: None,
+                message: other.to_string(),
+            },
+        }
+    }
+}
+
+fn bind_id(rule: &Rule, id: &RecordId, native_uuid: bool) -> Result<BoundId, LookupError> {
+    let bad = |expected| LookupError::BadId {
+        rule: rule.name.clone(),
+        id: id.as_str().to_string(),
+        expected,
+    };
+    Ok(match rule.id_type {
+        IdType::Text => BoundId::Text(id.as_str().to_string()),
+        IdType::Integer => BoundId::Integer(id.as_str().parse().map_err(|_| bad("an integer"))?),
+        IdType::Uuid => {
+            let uuid = uuid::Uuid::parse_str(id.as_str()).map_err(|_| bad("a UUID"))?;
+            if native_uuid {
+                BoundId::Uuid(uuid)
+            } else {
+                BoundId::Text(uuid.hyphenated().to_string())
+            }
+        }
+    })
+}
+
+async fn fetch_first<DB>(
+    pool: &sqlx::Pool<DB>,
+    sql: Arc<str>,
+    id: BoundId,
+) -> Result<Option<DB::Row>, sqlx::Error>
+where
+    DB: sqlx::Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> String: sqlx::Encode<'q, DB> + Type<DB>,
+    for<'q> i64: sqlx::Encode<'q, DB> + Type<DB>,
+    for<'q> uuid::Uuid: sqlx::Encode<'q, DB> + Type<DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+{
+    let query = sqlx::query::<DB>(AssertSqlSafe(sql));
+    let query = match id {
+        BoundId::Text(s) => query.bind(s),
+        BoundId::Integer(i) => query.bind(i),
+        BoundId::Uuid(u) => query.bind(u),
+    };
+    query.fetch_optional(pool).await
+}
+
+/// One column's value, or `None` when its type is not one opsrelay knows.
+type ValueFn<R> = fn(&R, usize, &str) -> Result<Option<Json>, sqlx::Error>;
+
+fn record<R>(row: &R, value: ValueFn<R>) -> Result<Record, Failed>
+where
+    R: Row,
+    usize: ColumnIndex<R>,
+{
+    let mut out = Map::new();
+    for (i, column) in row.columns().iter().enumerate() {
+        let raw = row.try_get_raw(i)?;
+        let json = if raw.is_null() {
+            Json::Null
+        } else {
+            let type_name = raw.type_info().name().to_string();
+            value(row, i, &type_name)?.ok_or_else(|| Failed::Unsupported {
+                column: column.name().to_string(),
+                type_name,
+            })?
+        };
+        out.insert(column.name().to_string(), json);
+    }
+    Ok(out)
+}
+
+fn get<'r, R, T>(row: &'r R, i: usize) -> Result<T, sqlx::Error>
+where
+    R: Row,
+    usize: ColumnIndex<R>,
+    T: Decode<'r, R::Database> + Type<R::Database>,
+{
+    row.try_get(i)
+}
+
+fn get_unchecked<'r, R, T>(row: &'r R, i: usize) -> Result<T, sqlx::Error>
+where
+    R: Row,
+    usize: ColumnIndex<R>,
+    T: Decode<'r, R::Database>,
+{
+    row.try_get_unchecked(i)
+}
+
+fn text(s: impl ToString) -> Json {
+    Json::String(s.to_string())
+}
+
+fn bytes(b: Vec<u8>) -> Json {
+    text(base64::engine::general_purpose::STANDARD.encode(b))
+}
+
+fn utc(t: DateTime<Utc>) -> Json {
+    text(t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+}
+
+fn pg_value(row: &PgRow, i: usize, type_name: &str) -> Result<Option<Json>, sqlx::Error> {
+    Ok(Some(match type_name {
+        "BOOL" => Json::Bool(get(row, i)?),
+        "INT2" => Json::from(get::<_, i16>(row, i)?),
+        "INT4" => Json::from(get::<_, i32>(row, i)?),
+        "INT8" => Json::from(get::<_, i64>(row, i)?),
+        "FLOAT4" => Json::from(get::<_, f32>(row, i)?),
+        "FLOAT8" => Json::from(get::<_, f64>(row, i)?),
+        "NUMERIC" => text(get::<_, rust_decimal::Decimal>(row, i)?),
+        "TEXT" | "VARCHAR" | "BPCHAR" | "CHAR" | "NAME" | "CITEXT" | "UNKNOWN" => {
+            text(get::<_, String>(row, i)?)
+        }
+        "UUID" => text(get::<_, uuid::Uuid>(row, i)?),
+        "JSON" | "JSONB" => get::<_, Json>(row, i)?,
+        "DATE" => text(get::<_, NaiveDate>(row, i)?),
+        "TIME" => text(get::<_, NaiveTime>(row, i)?),
+        "TIMESTAMP" => text(get::<_, NaiveDateTime>(row, i)?.format("%Y-%m-%dT%H:%M:%S%.f")),
+        "TIMESTAMPTZ" => utc(get(row, i)?),
+        "BYTEA" => bytes(get(row, i)?),
+        "TEXT[]" | "VARCHAR[]" => Json::from(get::<_, Vec<String>>(row, i)?),
+        "INT4[]" => Json::from(get::<_, Vec<i32>>(row, i)?),
+        "INT8[]" => Json::from(get::<_, Vec<i64>>(row, i)?),
+        _ => return Ok(None),
+    }))
+}
+
+fn mysql_value(row: &MySqlRow, i: usize, type_name: &str) -> Result<Option<Json>, sqlx::Error> {
+    Ok(Some(match type_name {
+        "BOOLEAN" => Json::Bool(get(row, i)?),
+        "TINYINT" | "SMALLINT" | "MEDIUMINT" | "INT" | "BIGINT" => {
+            Json::from(get_unchecked::<_, i64>(row, i)?)
+        }
+        "TINYINT UNSIGNED" | "SMALLINT UNSIGNED" | "MEDIUMINT UNSIGNED" | "INT UNSIGNED"
+        | "BIGINT UNSIGNED" => Json::from(get_unchecked::<_, u64>(row, i)?),
+        "FLOAT" => Json::from(get::<_, f32>(row, i)?),
+        "DOUBLE" => Json::from(get::<_, f64>(row, i)?),
+        "DECIMAL" => text(get::<_, rust_decimal::Decimal>(row, i)?),
+        "CHAR" | "VARCHAR" | "TINYTEXT" | "TEXT" | "MEDIUMTEXT" | "LONGTEXT" | "ENUM" | "SET" => {
+            text(get_unchecked::<_, String>(row, i)?)
+        }
+        "JSON" => get::<_, Json>(row, i)?,
+        "DATE" => text(get::<_, NaiveDate>(row, i)?),
+        "TIME" => text(get::<_, NaiveTime>(row, i)?),
+        "DATETIME" => text(get::<_, NaiveDateTime>(row, i)?.format("%Y-%m-%dT%H:%M:%S%.f")),
+        "TIMESTAMP" => utc(get(row, i)?),
+        "BINARY" | "VARBINARY" | "TINYBLOB" | "BLOB" | "MEDIUMBLOB" | "LONGBLOB" => {
+            bytes(get_unchecked(row, i)?)
+        }
+        _ => return Ok(None),
+    }))
+}
+
+fn sqlite_value(row: &SqliteRow, i: usize, type_name: &str) -> Result<Option<Json>, sqlx::Error> {
+    Ok(Some(match type_name {
+        "BOOLEAN" => Json::Bool(get_unchecked(row, i)?),
+        "INTEGER" => Json::from(get_unchecked::<_, i64>(row, i)?),
+        "REAL" => Json::from(get_unchecked::<_, f64>(row, i)?),
+        "TEXT" | "DATE" | "TIME" | "DATETIME" => text(get_unchecked::<_, String>(row, i)?),
+        "NUMERIC" => match get_unchecked::<_, i64>(row, i) {
+            Ok(n) => Json::from(n),
+            Err(_) => text(get_unchecked::<_, String>(row, i)?),
+        },
+        "BLOB" => bytes(get_unchecked(row, i)?),
+        _ => return Ok(None),
+    }))
+}
+
+/// Removes the URL (and so any password in it) from an error text.
+fn scrub(message: &str, url: &str) -> String {
+    message.replace(url, "[redacted]")
+}

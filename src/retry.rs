@@ -1,0 +1,200 @@
+//! How a transient failure is retried inside one invocation: exponential backoff with jitter, Slack's
+//! `Retry-After` honoured, and never a wait that ends past the deadline. The `backoff` crate is the
+//! scheduler (kept behind this module: it is flagged unmaintained, RUSTSEC-2025-0012); whether an
+//! error is retried at all is [`crate::failure::classify`]'s decision, not this module's.
+
+use std::future::Future;
+use std::time::Duration;
+
+use backoff::ExponentialBackoff;
+use backoff::backoff::Backoff;
+use tokio::time::Instant;
+
+use crate::failure::{FailureClass, ProcessError, classify, retry_after};
+
+/// The backoff between attempts.
+#[derive(Clone, Debug)]
+pub struct RetryPolicy {
+    pub initial_interval_ms: u64,
+    pub max_interval_ms: u64,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            initial_interval_ms: 200,
+            max_interval_ms: 5_000,
+        }
+    }
+}
+
+/// Exponential backoff that gives up instead of sleeping past the deadline.
+struct DeadlineBackoff {
+    inner: ExponentialBackoff,
+    deadline: Instant,
+}
+
+impl Backoff for DeadlineBackoff {
+    fn reset(&mut self) {
+        self.inner.reset();
+    }
+
+    fn next_backoff(&mut self) -> Option<Duration> {
+        self.inner
+            .next_backoff()
+            .filter(|wait| Instant::now() + *wait < self.deadline)
+    }
+}
+
+/// Runs `attempt` until it succeeds, fails permanently, or no retry fits before `deadline`; returns
+/// the last error then. Each retry is logged at WARN with what is retried (`what`) and why.
+pub async fn retry<T, F, Fut>(
+    policy: &RetryPolicy,
+    deadline: Instant,
+    what: &'static str,
+    mut attempt: F,
+) -> Result<T, ProcessError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, ProcessError>>,
+{
+    let backoff = DeadlineBackoff {
+        inner: ExponentialBackoff {
+            initial_interval: Duration::from_millis(policy.initial_interval_ms),
+            current_interval: Duration::from_millis(policy.initial_interval_ms),
+            max_interval: Duration::from_millis(policy.max_interval_ms),
+            max_elapsed_time: None,
+            ..ExponentialBackoff::default()
+        },
+        deadline,
+    };
+    backoff::future::retry_notify(
+        backoff,
+        || {
+            let next = attempt();
+            async move { next.await.map_err(|error| schedule(error, deadline)) }
+        },
+        |error: ProcessError, wait: Duration| {
+            tracing::warn!(
+                code = error.code(),
+                error = %error,
+                retry_in_ms = wait.as_millis() as u64,
+                "Retrying {what}."
+            );
+        },
+    )
+    .await
+}
+
+/// Tells the scheduler what to do with a failed attempt.
+fn schedule(error: ProcessError, deadline: Instant) -> backoff::Error<ProcessError> {
+    if classify(&error) == FailureClass::Permanent {
+        return backoff::Error::permanent(error);
+    }
+    match retry_after(&error) {
+        Some(wait) if Instant::now() + wait < deadline => backoff::Error::retry_after(error, wait),
+        // The wait asked for outlasts the invocation: stop here and leave it to SQS. The error keeps
+        // its transient class for the outcome.
+        Some(_) => backoff::Error::permanent(error),
+        None => backoff::Error::transient(error),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+    use crate::slack::SlackError;
+
+    fn server_error() -> ProcessError {
+        ProcessError::Slack {
+            destination: "D".into(),
+            source: SlackError::Rejected {
+                status: 503,
+                code: "service_unavailable".into(),
+            },
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_a_transient_error_until_it_passes() {
+        let calls = AtomicU32::new(0);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let result = retry(&RetryPolicy::default(), deadline, "post", || async {
+            if calls.fetch_add(1, Ordering::SeqCst) < 2 {
+                Err(server_error())
+            } else {
+                Ok(())
+            }
+        })
+        .await;
+        assert!(result.is_ok());
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn never_retries_a_permanent_error() {
+        let calls = AtomicU32::new(0);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let result: Result<(), _> = retry(&RetryPolicy::default(), deadline, "post", || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err(ProcessError::UnknownEventType("x".into()))
+        })
+        .await;
+        assert!(matches!(result, Err(ProcessError::UnknownEventType(_))));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stops_before_the_deadline() {
+        let start = Instant::now();
+        let deadline = start + Duration::from_secs(3);
+        let result: Result<(), _> = retry(&RetryPolicy::default(), deadline, "post", || async {
+            Err(server_error())
+        })
+        .await;
+        assert!(result.is_err());
+        assert!(Instant::now() < deadline);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waits_as_long_as_retry_after_says() {
+        let calls = AtomicU32::new(0);
+        let start = Instant::now();
+        let deadline = start + Duration::from_secs(30);
+        retry(&RetryPolicy::default(), deadline, "post", || async {
+            if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                Err(ProcessError::Slack {
+                    destination: "D".into(),
+                    source: SlackError::RateLimited {
+                        retry_after: Some(Duration::from_secs(7)),
+                    },
+                })
+            } else {
+                Ok(())
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(Instant::now() - start, Duration::from_secs(7));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn gives_up_at_once_when_retry_after_outlasts_the_deadline() {
+        let start = Instant::now();
+        let deadline = start + Duration::from_secs(5);
+        let result: Result<(), _> = retry(&RetryPolicy::default(), deadline, "post", || async {
+            Err(ProcessError::Slack {
+                destination: "D".into(),
+                source: SlackError::RateLimited {
+                    retry_after: Some(Duration::from_secs(60)),
+                },
+            })
+        })
+        .await;
+        let error = result.unwrap_err();
+        assert_eq!(classify(&error), FailureClass::Transient);
+        assert_eq!(Instant::now(), start);
+    }
+}

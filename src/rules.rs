@@ -1,0 +1,332 @@
+//! The rules file (TOML): for each event type, the query that fetches its record, the Slack message
+//! templates and the destinations. Read and checked once at start-up; a mistake stops start-up with an
+//! error that names the file, the rule, the key and the fix.
+//!
+//! ```toml
+//! [defaults]
+//! destinations = ["OPSRELAY_SLACK_WEBHOOK_URL"]   # environment variables holding webhook URLs
+//!
+//! [rules."order.created"]
+//! query = "SELECT id, customer, total FROM orders WHERE id = $1"
+//! id_type = "integer"                              # text (default) | integer | uuid
+//! text = "New order {{ id }} from {{ customer }}"
+//!
+//! [[rules."order.created".blocks]]
+//! type = "section"
+//! text = "*New order* {{ id }} from {{ customer }}"
+//! fields = ["*Total*\n{{ total }}"]
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use crate::event::EventType;
+use crate::render::{BlockTemplate, MessageTemplate, Templates, limits};
+
+/// The default destination: the environment variable holding the default webhook URL.
+pub const DEFAULT_DESTINATION: &str = "OPSRELAY_SLACK_WEBHOOK_URL";
+
+/// How the event id is bound to the query's one parameter.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdType {
+    #[default]
+    Text,
+    Integer,
+    Uuid,
+}
+
+/// A checked rule.
+#[derive(Clone, Debug)]
+pub struct Rule {
+    pub name: String,
+    /// The SQL; the event id is its one parameter (`$1` on PostgreSQL, `?` on MySQL and SQLite).
+    pub query: Option<Arc<str>>,
+    pub id_type: IdType,
+    /// Names of environment variables that hold webhook URLs (or Secrets Manager ARNs).
+    pub destinations: Vec<String>,
+    pub template: MessageTemplate,
+}
+
+/// All rules, with their compiled templates.
+pub struct Rules {
+    rules: HashMap<String, Rule>,
+    pub templates: Templates,
+}
+
+impl std::fmt::Debug for Rules {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rules")
+            .field("rules", &self.rules.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// A rules file that cannot be used. Its text names the file, where, what and the fix.
+#[derive(Debug, thiserror::Error)]
+#[error("rules file {file}: {place}: {problem}\n  fix: {fix}")]
+pub struct RulesError {
+    pub file: String,
+    pub place: String,
+    pub problem: String,
+    pub fix: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RulesFile {
+    #[serde(default)]
+    defaults: Defaults,
+    #[serde(default)]
+    rules: BTreeMap<String, RuleSpec>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Defaults {
+    destinations: Option<Vec<String>>,
+    id_type: Option<IdType>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleSpec {
+    query: Option<String>,
+    id_type: Option<IdType>,
+    destinations: Option<Vec<String>>,
+    text: String,
+    #[serde(default)]
+    blocks: Vec<BlockSpec>,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+enum BlockSpec {
+    Header {
+        text: String,
+    },
+    Section {
+        text: Option<String>,
+        #[serde(default)]
+        fields: Vec<String>,
+    },
+    Context {
+        elements: Vec<String>,
+    },
+    Divider,
+}
+
+impl Rules {
+    /// Reads and checks the rules file at `path`.
+    pub fn load(path: &Path) -> Result<Self, RulesError> {
+        let file = path.display().to_string();
+        let source = std::fs::read_to_string(path).map_err(|e| RulesError {
+            file: file.clone(),
+            place: "the file".into(),
+            problem: format!("cannot be read: {e}"),
+            fix: "set OPSRELAY_RULES to the path of a readable rules file".into(),
+        })?;
+        Self::parse(&file, &source)
+    }
+
+    /// Checks rules given as text; `file` names them in errors.
+    pub fn parse(file: &str, source: &str) -> Result<Self, RulesError> {
+        let fail = |place: String, problem: String, fix: &str| RulesError {
+            file: file.to_string(),
+            place,
+            problem,
+            fix: fix.to_string(),
+        };
+        let parsed: RulesFile = toml::from_str(source).map_err(|e| {
+            let place = match e.span() {
+                Some(span) => {
+                    let line = source[..span.start].matches('\n').count() + 1;
+                    format!("line {line}")
+                }
+                None => "the file".into(),
+            };
+            fail(
+                place,
+                e.message().to_string(),
+                "correct the key or value named above (the format is in README.md, section Rules)",
+            )
+        })?;
+        if parsed.rules.is_empty() {
+            return Err(fail(
+                "[rules]".into(),
+                "no rules are defined".into(),
+                "add a table such as [rules.\"order.created\"] with a `text` template",
+            ));
+        }
+        let default_destinations = parsed
+            .defaults
+            .destinations
+            .unwrap_or_else(|| vec![DEFAULT_DESTINATION.to_string()]);
+        let default_id_type = parsed.defaults.id_type.unwrap_or_default();
+        check_destinations(&default_destinations)
+            .map_err(|(problem, fix)| fail("[defaults].destinations".into(), problem, fix))?;
+
+        let mut templates = Templates::new();
+        let mut rules = HashMap::new();
+        for (name, spec) in parsed.rules {
+            let at = |key: &str| format!("rules.\"{name}\".{key}");
+            EventType::parse(&name).map_err(|e| {
+                fail(
+                    format!("rules.\"{name}\""),
+                    e.to_string(),
+                    "rename the rule to the event type it handles",
+                )
+            })?;
+            let query = match spec.query {
+                Some(q) if q.trim().is_empty() => {
+                    return Err(fail(
+                        at("query"),
+                        "the query is empty".into(),
+                        "write the SELECT that fetches the record, or remove `query`",
+                    ));
+                }
+                Some(q) if !q.contains("$1") && !q.contains('?') => {
+                    return Err(fail(
+                        at("query"),
+                        "the query has no parameter for the event id".into(),
+                        "use $1 (PostgreSQL) or ? (MySQL, SQLite) where the id goes, e.g. WHERE id = $1",
+                    ));
+                }
+                q => q.map(Arc::from),
+            };
+            let destinations = spec
+                .destinations
+                .unwrap_or_else(|| default_destinations.clone());
+            check_destinations(&destinations)
+                .map_err(|(problem, fix)| fail(at("destinations"), problem, fix))?;
+
+            let mut compile = |key: String, source: String| -> Result<String, RulesError> {
+                templates.add(key.clone(), source).map_err(|problem| {
+                    fail(
+                        key.clone(),
+                        problem,
+                        "correct the Jinja syntax (see the README, section Templates)",
+                    )
+                })?;
+                Ok(key)
+            };
+            if spec.text.trim().is_empty() {
+                return Err(fail(
+                    at("text"),
+                    "the notification text is empty".into(),
+                    "write the text shown in notifications, e.g. \"Order {{ id }} created\"",
+                ));
+            }
+            let text = compile(at("text"), spec.text)?;
+            if spec.blocks.len() > limits::BLOCKS {
+                return Err(fail(
+                    at("blocks"),
+                    format!(
+                        "{} blocks; Slack allows {}",
+                        spec.blocks.len(),
+                        limits::BLOCKS
+                    ),
+                    "merge or remove blocks",
+                ));
+            }
+            let mut blocks = Vec::new();
+            for (i, block) in spec.blocks.into_iter().enumerate() {
+                let key = |k: &str| at(&format!("blocks[{i}].{k}"));
+                blocks.push(match block {
+                    BlockSpec::Header { text } => {
+                        BlockTemplate::Header(compile(key("text"), text)?)
+                    }
+                    BlockSpec::Section { text, fields } => {
+                        if text.is_none() && fields.is_empty() {
+                            return Err(fail(
+                                at(&format!("blocks[{i}]")),
+                                "a section needs `text` or `fields`".into(),
+                                "add text = \"…\" or fields = [\"…\"]",
+                            ));
+                        }
+                        if fields.len() > limits::FIELDS {
+                            return Err(fail(
+                                key("fields"),
+                                format!("{} fields; Slack allows {}", fields.len(), limits::FIELDS),
+                                "split the fields over two sections",
+                            ));
+                        }
+                        let text = text.map(|t| compile(key("text"), t)).transpose()?;
+                        let fields = fields
+                            .into_iter()
+                            .enumerate()
+                            .map(|(j, f)| compile(key(&format!("fields[{j}]")), f))
+                            .collect::<Result<_, _>>()?;
+                        BlockTemplate::Section { text, fields }
+                    }
+                    BlockSpec::Context { elements } => {
+                        if elements.is_empty() || elements.len() > limits::CONTEXT_ELEMENTS {
+                            return Err(fail(
+                                key("elements"),
+                                format!(
+                                    "{} elements; a context holds 1 to {}",
+                                    elements.len(),
+                                    limits::CONTEXT_ELEMENTS
+                                ),
+                                "keep between 1 and 10 elements",
+                            ));
+                        }
+                        let elements = elements
+                            .into_iter()
+                            .enumerate()
+                            .map(|(j, e)| compile(key(&format!("elements[{j}]")), e))
+                            .collect::<Result<_, _>>()?;
+                        BlockTemplate::Context(elements)
+                    }
+                    BlockSpec::Divider => BlockTemplate::Divider,
+                });
+            }
+            let rule = Rule {
+                name: name.clone(),
+                query,
+                id_type: spec.id_type.unwrap_or(default_id_type),
+                destinations,
+                template: MessageTemplate { text, blocks },
+            };
+            rules.insert(name, rule);
+        }
+        Ok(Self { rules, templates })
+    }
+
+    /// The rule for an event type.
+    pub fn get(&self, event_type: &str) -> Option<&Rule> {
+        self.rules.get(event_type)
+    }
+
+    /// All rules, sorted by event type.
+    pub fn iter(&self) -> impl Iterator<Item = &Rule> {
+        let mut rules: Vec<&Rule> = self.rules.values().collect();
+        rules.sort_by(|a, b| a.name.cmp(&b.name));
+        rules.into_iter()
+    }
+}
+
+fn check_destinations(destinations: &[String]) -> Result<(), (String, &'static str)> {
+    if destinations.is_empty() {
+        return Err((
+            "no destinations".into(),
+            "name at least one environment variable that holds a webhook URL",
+        ));
+    }
+    for name in destinations {
+        let valid = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+        if !valid {
+            return Err((
+                format!("{name:?} is not an environment variable name"),
+                "name the environment variable that holds the webhook URL, e.g. OPSRELAY_SLACK_WEBHOOK_URL_SALES (never the URL itself)",
+            ));
+        }
+    }
+    Ok(())
+}

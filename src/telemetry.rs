@@ -1,0 +1,34 @@
+//! Logging: structured fields then a short sentence; JSON on Lambda (CloudWatch reads it), text on a
+//! terminal. `OPSRELAY_LOG` sets the filter (default `info`), `OPSRELAY_LOG_FORMAT` (`json` or `text`)
+//! the format. Logs go to standard error, so standard output stays for the commands' own output.
+
+use tracing_subscriber::EnvFilter;
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+/// Installs the global subscriber; `default` applies unless `OPSRELAY_LOG_FORMAT` says otherwise.
+pub fn init(default: LogFormat) {
+    let format = match std::env::var("OPSRELAY_LOG_FORMAT").as_deref() {
+        Ok("json") => LogFormat::Json,
+        Ok("text") => LogFormat::Text,
+        _ => default,
+    };
+    let filter = EnvFilter::try_from_env("OPSRELAY_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
+        LogFormat::Text => builder.with_target(false).try_init(),
+    };
+}
