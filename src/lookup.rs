@@ -4,7 +4,8 @@
 //! Column values map to template values as follows: text, UUIDs and enums are strings; integers and
 //! floats are numbers; booleans are booleans; decimals are strings (exact, never rounded through a
 //! float); dates, times and timestamps are ISO 8601 / RFC 3339 strings (timestamps with a time zone in
-//! UTC); JSON is a nested value; bytes are base64; NULL is `none`, which prints as nothing. A column of
+//! UTC); JSON is a nested value (MySQL and MariaDB return it as text: use the `fromjson` filter);
+//! bytes are base64 (MySQL binary columns holding UTF-8 are text); NULL is `none`, which prints as nothing. A column of
 //! any other type is an error that says how to cast it.
 
 use std::str::FromStr;
@@ -382,8 +383,13 @@ fn mysql_value(row: &MySqlRow, i: usize, type_name: &str) -> Result<Option<Json>
         "TIME" => text(get::<_, NaiveTime>(row, i)?),
         "DATETIME" => text(get::<_, NaiveDateTime>(row, i)?.format("%Y-%m-%dT%H:%M:%S%.f")),
         "TIMESTAMP" => utc(get(row, i)?),
+        // Text with a binary collation (MariaDB's JSON is LONGTEXT COLLATE utf8mb4_bin) arrives
+        // flagged binary: keep it as text when it is UTF-8.
         "BINARY" | "VARBINARY" | "TINYBLOB" | "BLOB" | "MEDIUMBLOB" | "LONGBLOB" => {
-            bytes(get_unchecked(row, i)?)
+            match String::from_utf8(get_unchecked(row, i)?) {
+                Ok(s) => text(s),
+                Err(e) => bytes(e.into_bytes()),
+            }
         }
         _ => return Ok(None),
     }))

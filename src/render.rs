@@ -4,7 +4,7 @@
 //! `>` become `&amp;`, `&lt;`, `&gt;`), so no value from the database can make a mention (`<!channel>`)
 //! or a link; the template's own text is not escaped, so a template may write `<!here>` or
 //! `<https://example.com/orders/{{ id }}|open>`. A value marked `|safe` is printed as it is. NULL prints
-//! as nothing. Text is kept inside Slack's limits by cutting it with an ellipsis, never in the middle
+//! as nothing, booleans as `true` and `false`. Text is kept inside Slack's limits by cutting it with an ellipsis, never in the middle
 //! of an escape or a `<…>` mention or link.
 
 use minijinja::{Environment, UndefinedBehavior, Value};
@@ -75,11 +75,16 @@ impl Templates {
     pub fn new() -> Self {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.add_filter("fromjson", from_json);
         env.set_formatter(|out, _state, value| {
             if value.is_none() {
                 return Ok(());
             }
-            let text = value.to_string();
+            let text = if value.kind() == minijinja::value::ValueKind::Bool {
+                value.is_true().to_string()
+            } else {
+                value.to_string()
+            };
             if value.is_safe() {
                 out.write_str(&text)
             } else {
@@ -167,6 +172,22 @@ impl Templates {
             json!({ "text": notification, "blocks": blocks })
         };
         Ok(SlackMessage(message))
+    }
+}
+
+/// `{{ (meta | fromjson).plan }}`: parses a JSON text column (MySQL and MariaDB return JSON as text);
+/// a value that is not a string passes through.
+fn from_json(value: Value) -> Result<Value, minijinja::Error> {
+    match value.as_str() {
+        Some(text) => serde_json::from_str::<Json>(text)
+            .map(|json| Value::from(minijinja::value::Serde(json)))
+            .map_err(|e| {
+                minijinja::Error::new(
+                    minijinja::ErrorKind::InvalidOperation,
+                    format!("fromjson: {e}"),
+                )
+            }),
+        None => Ok(value),
     }
 }
 

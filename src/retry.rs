@@ -4,6 +4,7 @@
 //! error is retried at all is [`crate::failure::classify`]'s decision, not this module's.
 
 use std::future::Future;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use backoff::ExponentialBackoff;
@@ -68,11 +69,21 @@ where
         },
         deadline,
     };
+    // The error a retry was scheduled for, reported if the next attempt is cut by the deadline.
+    let last = Mutex::new(None);
     backoff::future::retry_notify(
         backoff,
         || {
-            let next = attempt();
-            async move { next.await.map_err(|error| schedule(error, deadline)) }
+            let next = tokio::time::timeout_at(deadline, attempt());
+            let last = &last;
+            async move {
+                match next.await {
+                    Ok(result) => result.map_err(|error| schedule(error, deadline)),
+                    Err(_elapsed) => Err(backoff::Error::permanent(
+                        lock(last).take().unwrap_or(ProcessError::Deadline),
+                    )),
+                }
+            }
         },
         |error: ProcessError, wait: Duration| {
             tracing::warn!(
@@ -81,9 +92,14 @@ where
                 retry_in_ms = wait.as_millis() as u64,
                 "Retrying {what}."
             );
+            *lock(&last) = Some(error);
         },
     )
     .await
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Tells the scheduler what to do with a failed attempt.

@@ -1,0 +1,236 @@
+//! The same rule tests against real PostgreSQL and MariaDB: column types become template values, the
+//! id is bound as the rule says, and a missing record is retried only while the replica may lag.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Engine, fresh_database, record, settings};
+use opsrelay::dlq::DeadLetters;
+use opsrelay::pipeline::Outcome;
+use tokio::time::Instant;
+
+fn rules(engine: Engine, id_type: &str) -> String {
+    format!(
+        r#"
+[rules."order.created"]
+query = "SELECT id, customer, total, paid, quantity, weight, placed_on, placed_at, shipped_at, meta, ref, note FROM orders WHERE id = {}"
+id_type = "{id_type}"
+text = "order {{{{ id }}}}"
+[[rules."order.created".blocks]]
+type = "section"
+text = "customer={{{{ customer }}}} total={{{{ total }}}} paid={{{{ paid }}}} quantity={{{{ quantity + 1 }}}} weight={{{{ weight }}}} placed_on={{{{ placed_on }}}} placed_at={{{{ placed_at }}}} shipped_at={{{{ shipped_at }}}} plan={{{{ (meta | fromjson).plan }}}} seats={{{{ (meta | fromjson).seats }}}} ref={{{{ ref }}}} note=[{{{{ note }}}}]"
+"#,
+        engine.placeholder()
+    )
+}
+
+async fn deliver_order_42(engine: Engine) -> serde_json::Value {
+    let url = fresh_database(engine).await;
+    let slack = common::slack::SlackStandIn::start(vec![]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let relay = common::relay(
+        settings(&[]),
+        common::rules(&rules(engine, "integer")),
+        Some(&url),
+        &slack.url,
+        DeadLetters::file(dir.path().join("dlq.jsonl")),
+    )
+    .await;
+    let results = relay
+        .run_batch(
+            &[record("m1", &common::event("order.created", "42"), 1)],
+            Instant::now() + Duration::from_secs(20),
+        )
+        .await;
+    assert_eq!(results[0].outcome, Outcome::Delivered, "{results:?}");
+    slack.delivered().pop().expect("one message posted")
+}
+
+fn section_text(message: &serde_json::Value) -> String {
+    message["blocks"][0]["text"]["text"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+const EXPECTED: &str = "customer=Ada &amp; Co &lt;!channel&gt; total=129.90 paid=true quantity=4 weight=1.5 placed_on=2026-11-30 placed_at=2026-11-30T08:00:00Z shipped_at=2026-11-30T09:30:00 plan=pro seats=12 ref=6f1c2a4e-8b1d-4c3e-9a7b-2d5e8f0a1b3c note=[]";
+
+#[tokio::test]
+async fn postgres_columns_become_typed_template_values() {
+    let message = deliver_order_42(Engine::Postgres).await;
+    assert_eq!(section_text(&message), EXPECTED);
+}
+
+#[tokio::test]
+async fn mariadb_columns_become_typed_template_values() {
+    let message = deliver_order_42(Engine::MariaDb).await;
+    assert_eq!(section_text(&message), EXPECTED);
+}
+
+async fn outcome_for(engine: Engine, body: &str, id_type: &str, grace_s: &str) -> Outcome {
+    let url = fresh_database(engine).await;
+    let slack = common::slack::SlackStandIn::start(vec![]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let relay = common::relay(
+        settings(&[("OPSRELAY_REPLICA_LAG_GRACE_SECONDS", grace_s)]),
+        common::rules(&rules(engine, id_type)),
+        Some(&url),
+        &slack.url,
+        DeadLetters::file(dir.path().join("dlq.jsonl")),
+    )
+    .await;
+    let results = relay
+        .run_batch(
+            &[record("m1", body, 1)],
+            Instant::now() + Duration::from_secs(2),
+        )
+        .await;
+    assert!(
+        slack.requests().is_empty(),
+        "nothing is posted for a failed lookup"
+    );
+    results.into_iter().next().unwrap().outcome
+}
+
+async fn missing_record_within_grace_is_retried(engine: Engine) {
+    let outcome = outcome_for(
+        engine,
+        &common::event("order.created", "999"),
+        "integer",
+        "600",
+    )
+    .await;
+    assert!(
+        matches!(&outcome, Outcome::Retry { code, .. } if code == "record_not_found"),
+        "{outcome:?}"
+    );
+}
+
+async fn missing_record_after_grace_is_dead_lettered(engine: Engine) {
+    let body = r#"{"type":"order.created","id":"999","occurred_at":"2026-01-01T00:00:00Z"}"#;
+    let outcome = outcome_for(engine, body, "integer", "60").await;
+    let Outcome::DeadLettered(failure) = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(failure.code, "record_not_found");
+    assert!(failure.reason.contains("record 999"), "{}", failure.reason);
+}
+
+async fn id_of_the_wrong_type_is_dead_lettered(engine: Engine) {
+    let outcome = outcome_for(
+        engine,
+        &common::event("order.created", "abc"),
+        "integer",
+        "60",
+    )
+    .await;
+    let Outcome::DeadLettered(failure) = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(failure.code, "bad_id");
+    assert!(
+        failure.reason.contains("not an integer"),
+        "{}",
+        failure.reason
+    );
+}
+
+async fn a_broken_query_is_dead_lettered_with_the_database_error(engine: Engine) {
+    let url = fresh_database(engine).await;
+    let slack = common::slack::SlackStandIn::start(vec![]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "[rules.\"order.created\"]\nquery = \"SELECT nope FROM orders WHERE id = {}\"\nid_type = \"integer\"\ntext = \"x\"\n",
+        engine.placeholder()
+    );
+    let relay = common::relay(
+        settings(&[]),
+        common::rules(&toml),
+        Some(&url),
+        &slack.url,
+        DeadLetters::file(dir.path().join("d")),
+    )
+    .await;
+    let results = relay
+        .run_batch(
+            &[record("m1", &common::event("order.created", "42"), 1)],
+            Instant::now() + Duration::from_secs(5),
+        )
+        .await;
+    let Outcome::DeadLettered(failure) = &results[0].outcome else {
+        panic!("{results:?}")
+    };
+    assert_eq!(failure.code, "query_failed");
+    assert!(failure.reason.contains("nope"), "{}", failure.reason);
+}
+
+#[tokio::test]
+async fn postgres_missing_record_within_grace_is_retried() {
+    missing_record_within_grace_is_retried(Engine::Postgres).await;
+}
+
+#[tokio::test]
+async fn mariadb_missing_record_within_grace_is_retried() {
+    missing_record_within_grace_is_retried(Engine::MariaDb).await;
+}
+
+#[tokio::test]
+async fn postgres_missing_record_after_grace_is_dead_lettered() {
+    missing_record_after_grace_is_dead_lettered(Engine::Postgres).await;
+}
+
+#[tokio::test]
+async fn mariadb_missing_record_after_grace_is_dead_lettered() {
+    missing_record_after_grace_is_dead_lettered(Engine::MariaDb).await;
+}
+
+#[tokio::test]
+async fn postgres_id_of_the_wrong_type_is_dead_lettered() {
+    id_of_the_wrong_type_is_dead_lettered(Engine::Postgres).await;
+}
+
+#[tokio::test]
+async fn mariadb_id_of_the_wrong_type_is_dead_lettered() {
+    id_of_the_wrong_type_is_dead_lettered(Engine::MariaDb).await;
+}
+
+#[tokio::test]
+async fn postgres_broken_query_is_dead_lettered_with_the_database_error() {
+    a_broken_query_is_dead_lettered_with_the_database_error(Engine::Postgres).await;
+}
+
+#[tokio::test]
+async fn mariadb_broken_query_is_dead_lettered_with_the_database_error() {
+    a_broken_query_is_dead_lettered_with_the_database_error(Engine::MariaDb).await;
+}
+
+#[tokio::test]
+async fn an_unreachable_database_is_retried_not_dead_lettered() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("postgres://postgres:secret@127.0.0.1:{port}/none");
+    let slack = common::slack::SlackStandIn::start(vec![]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let relay = common::relay(
+        settings(&[("OPSRELAY_DB_CONNECT_TIMEOUT_MS", "200")]),
+        common::rules(&rules(Engine::Postgres, "integer")),
+        Some(&url),
+        &slack.url,
+        DeadLetters::file(dir.path().join("dlq.jsonl")),
+    )
+    .await;
+    let results = relay
+        .run_batch(
+            &[record("m1", &common::event("order.created", "42"), 1)],
+            Instant::now() + Duration::from_secs(2),
+        )
+        .await;
+    assert!(
+        matches!(&results[0].outcome, Outcome::Retry { code, .. } if code == "database_unavailable"),
+        "{results:?}"
+    );
+}

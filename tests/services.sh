@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Installs (when missing) and starts the real services the tests use, each on a free loopback port
+# in a fresh data directory: PostgreSQL (password auth), MariaDB and moto's AWS emulator (SQS, SNS,
+# Secrets Manager). Source it: it exports OPSRELAY_TEST_* and stops everything when the shell exits.
+#   . tests/services.sh && cargo test
+set -euo pipefail
+
+_svc_log() { printf 'services: %s\n' "$*" >&2; }
+_svc_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+_svc_wait() { # what, seconds, command...
+  local what=$1 tries=$(( $2 * 10 )); shift 2
+  until "$@" >/dev/null 2>&1; do
+    tries=$((tries - 1))
+    if [ "$tries" -le 0 ]; then _svc_log "$what did not start; its log follows"; return 1; fi
+    sleep 0.1
+  done
+}
+
+if ! command -v mariadbd >/dev/null 2>&1 && [ ! -x /usr/sbin/mariadbd ]; then
+  _svc_log "installing MariaDB"
+  apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends mariadb-server mariadb-client >/dev/null
+fi
+if ! command -v moto_server >/dev/null 2>&1; then
+  _svc_log "installing moto"
+  python3 -m pip install -q 'moto[server]>=5.1'
+fi
+if ! command -v initdb >/dev/null 2>&1; then
+  pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
+  if [ -z "$pg_bin" ]; then
+    _svc_log "installing PostgreSQL"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+    pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+  fi
+  export PATH="$pg_bin:$PATH"
+fi
+
+OPSRELAY_SERVICES_DIR=$(mktemp -d /tmp/opsrelay-services.XXXXXX)
+chmod 755 "$OPSRELAY_SERVICES_DIR"
+export OPSRELAY_SERVICES_DIR
+_svc_pids=()
+_svc_stop() {
+  [ -n "${OPSRELAY_SERVICES_DIR:-}" ] || return 0
+  pg_ctl -D "$OPSRELAY_SERVICES_DIR/pg" -m immediate stop >/dev/null 2>&1 || su postgres -s /bin/sh -c "pg_ctl -D '$OPSRELAY_SERVICES_DIR/pg' -m immediate stop" >/dev/null 2>&1 || true
+  for pid in "${_svc_pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$OPSRELAY_SERVICES_DIR"
+}
+trap _svc_stop EXIT
+
+# Passwords are random per run: the tests check that they never reach a log.
+pg_pass="pg-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+my_pass="my-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+
+# PostgreSQL: initdb refuses root, so it runs as the postgres user.
+pg_port=$(_svc_port)
+mkdir -p "$OPSRELAY_SERVICES_DIR/pg" "$OPSRELAY_SERVICES_DIR/pglog"
+chown postgres "$OPSRELAY_SERVICES_DIR/pg" "$OPSRELAY_SERVICES_DIR/pglog"
+printf '%s\n' "$pg_pass" > "$OPSRELAY_SERVICES_DIR/pgpass"
+chown postgres "$OPSRELAY_SERVICES_DIR/pgpass"
+su postgres -s /bin/sh -c "initdb -D '$OPSRELAY_SERVICES_DIR/pg' -U postgres --auth-local=trust --auth-host=scram-sha-256 --pwfile='$OPSRELAY_SERVICES_DIR/pgpass' --no-sync" >"$OPSRELAY_SERVICES_DIR/pg-init.log" 2>&1
+su postgres -s /bin/sh -c "pg_ctl -D '$OPSRELAY_SERVICES_DIR/pg' -w -l '$OPSRELAY_SERVICES_DIR/pglog/pg.log' -o \"-p $pg_port -k '$OPSRELAY_SERVICES_DIR/pg' -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300\" start" >/dev/null
+export OPSRELAY_TEST_POSTGRES_URL="postgres://postgres:${pg_pass}@127.0.0.1:${pg_port}/postgres"
+export OPSRELAY_TEST_POSTGRES_PASSWORD="$pg_pass"
+_svc_log "PostgreSQL on 127.0.0.1:$pg_port"
+
+# MariaDB.
+my_port=$(_svc_port)
+mkdir -p "$OPSRELAY_SERVICES_DIR/my"
+mariadb-install-db --no-defaults --datadir="$OPSRELAY_SERVICES_DIR/my" --user=root --auth-root-authentication-method=normal >"$OPSRELAY_SERVICES_DIR/my-init.log" 2>&1
+mariadbd --no-defaults --datadir="$OPSRELAY_SERVICES_DIR/my" --socket="$OPSRELAY_SERVICES_DIR/my/s.sock" \
+  --port="$my_port" --bind-address=127.0.0.1 --user=root --skip-log-bin --max-connections=300 \
+  --innodb-flush-log-at-trx-commit=0 >"$OPSRELAY_SERVICES_DIR/my.log" 2>&1 &
+_svc_pids+=($!)
+_svc_wait MariaDB 60 mariadb --no-defaults -uroot --socket="$OPSRELAY_SERVICES_DIR/my/s.sock" -e 'SELECT 1' || { cat "$OPSRELAY_SERVICES_DIR/my.log" >&2; exit 1; }
+mariadb --no-defaults -uroot --socket="$OPSRELAY_SERVICES_DIR/my/s.sock" -e "
+  CREATE USER 'opsrelay'@'127.0.0.1' IDENTIFIED BY '${my_pass}';
+  GRANT ALL PRIVILEGES ON *.* TO 'opsrelay'@'127.0.0.1';"
+export OPSRELAY_TEST_MYSQL_URL="mysql://opsrelay:${my_pass}@127.0.0.1:${my_port}/mysql"
+export OPSRELAY_TEST_MYSQL_PASSWORD="$my_pass"
+_svc_log "MariaDB on 127.0.0.1:$my_port"
+
+# moto: SQS, SNS and Secrets Manager.
+moto_port=$(_svc_port)
+moto_server -H 127.0.0.1 -p "$moto_port" >"$OPSRELAY_SERVICES_DIR/moto.log" 2>&1 &
+_svc_pids+=($!)
+_svc_wait moto 60 curl -sf "http://127.0.0.1:$moto_port/moto-api/" || { cat "$OPSRELAY_SERVICES_DIR/moto.log" >&2; exit 1; }
+export OPSRELAY_TEST_AWS_ENDPOINT="http://127.0.0.1:$moto_port"
+_svc_log "moto on 127.0.0.1:$moto_port"
+set +e
