@@ -29,6 +29,9 @@ impl Default for RetryPolicy {
     }
 }
 
+/// A retry is only worth scheduling when at least this much time is left after its wait.
+const MIN_ATTEMPT: Duration = Duration::from_millis(250);
+
 /// Exponential backoff that gives up instead of sleeping past the deadline.
 struct DeadlineBackoff {
     inner: ExponentialBackoff,
@@ -43,7 +46,7 @@ impl Backoff for DeadlineBackoff {
     fn next_backoff(&mut self) -> Option<Duration> {
         self.inner
             .next_backoff()
-            .filter(|wait| Instant::now() + *wait < self.deadline)
+            .filter(|wait| Instant::now() + *wait + MIN_ATTEMPT < self.deadline)
     }
 }
 
@@ -108,7 +111,9 @@ fn schedule(error: ProcessError, deadline: Instant) -> backoff::Error<ProcessErr
         return backoff::Error::permanent(error);
     }
     match retry_after(&error) {
-        Some(wait) if Instant::now() + wait < deadline => backoff::Error::retry_after(error, wait),
+        Some(wait) if Instant::now() + wait + MIN_ATTEMPT < deadline => {
+            backoff::Error::retry_after(error, wait)
+        }
         // The wait asked for outlasts the invocation: stop here and leave it to SQS. The error keeps
         // its transient class for the outcome.
         Some(_) => backoff::Error::permanent(error),
