@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod http;
+pub mod runtime;
 pub mod slack;
 
 use std::collections::{BTreeMap, HashMap};

@@ -7,9 +7,11 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
+
+use super::http::{read_request, respond};
 
 /// One scripted answer.
 #[derive(Clone, Debug)]
@@ -100,7 +102,7 @@ impl SlackStandIn {
 
 async fn serve(mut stream: TcpStream, state: Arc<Mutex<State>>) {
     loop {
-        let Some((path, body)) = read_request(&mut stream).await else {
+        let Some(request) = read_request(&mut stream).await else {
             return;
         };
         let reply = {
@@ -113,8 +115,8 @@ async fn serve(mut stream: TcpStream, state: Arc<Mutex<State>>) {
                 .or_else(|| s.default.clone())
                 .unwrap_or(Reply::Ok);
             s.requests.push(Request {
-                path,
-                body: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+                path: request.path,
+                body: serde_json::from_slice(&request.body).unwrap_or(serde_json::Value::Null),
                 at: Instant::now(),
                 reply: reply.clone(),
             });
@@ -145,51 +147,4 @@ async fn serve(mut stream: TcpStream, state: Arc<Mutex<State>>) {
             return;
         }
     }
-}
-
-fn respond(code: u16, reason: &str, headers: &[(&str, String)], body: &str) -> String {
-    let mut out = format!(
-        "HTTP/1.1 {code} {reason}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n",
-        body.len()
-    );
-    for (name, value) in headers {
-        out.push_str(&format!("{name}: {value}\r\n"));
-    }
-    out.push_str("\r\n");
-    out.push_str(body);
-    out
-}
-
-/// Reads one request: its path and body. `None` when the connection closed.
-async fn read_request(stream: &mut TcpStream) -> Option<(String, Vec<u8>)> {
-    let mut buffer = Vec::new();
-    let mut chunk = [0u8; 8192];
-    let header_end = loop {
-        if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
-            break end + 4;
-        }
-        let n = stream.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        buffer.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8_lossy(&buffer[..header_end]).to_string();
-    let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
-    let length = head
-        .lines()
-        .find_map(|line| {
-            let (name, value) = line.split_once(':')?;
-            name.eq_ignore_ascii_case("content-length")
-                .then(|| value.trim().parse::<usize>().ok())?
-        })
-        .unwrap_or(0);
-    while buffer.len() < header_end + length {
-        let n = stream.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        buffer.extend_from_slice(&chunk[..n]);
-    }
-    Some((path, buffer[header_end..header_end + length].to_vec()))
 }

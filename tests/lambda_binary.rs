@@ -1,0 +1,225 @@
+//! The real `opsrelay-lambda` binary, run through a local Lambda Runtime API: it builds its clients
+//! once, answers each SQS batch with exactly the records to retry, dead-letters into the DLQ in moto,
+//! logs JSON, and no secret reaches its logs.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::runtime::{Posted, RuntimeApi};
+use common::slack::{Reply, SlackStandIn};
+use common::{Engine, drain, failure_of, fresh_database, queues, service};
+use serde_json::json;
+
+const RULES: &str = r#"
+[rules."order.created"]
+query = "SELECT id, customer FROM orders WHERE id = $1"
+id_type = "integer"
+text = "Order {{ id }} for {{ customer }}"
+
+[rules."order.shipped"]
+destinations = ["OPSRELAY_SLACK_WEBHOOK_URL_REVOKED"]
+text = "Order {{ event.id }} shipped"
+"#;
+
+fn sqs_event(records: &[(&str, &str)]) -> serde_json::Value {
+    let records: Vec<_> = records
+        .iter()
+        .map(|(id, body)| {
+            json!({
+                "messageId": id, "receiptHandle": format!("rh-{id}"), "body": body,
+                "attributes": { "ApproximateReceiveCount": "1", "SentTimestamp": chrono::Utc::now().timestamp_millis().to_string() },
+                "messageAttributes": {}, "eventSource": "aws:sqs",
+                "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:ops-events", "awsRegion": "us-east-1"
+            })
+        })
+        .collect();
+    json!({ "Records": records })
+}
+
+struct Lambda {
+    child: tokio::process::Child,
+    log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Lambda {
+    async fn start(api: &RuntimeApi, env: &[(&str, String)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let rules = dir.path().join("rules.toml");
+        std::fs::write(&rules, RULES).unwrap();
+        let log = dir.path().join("lambda.log");
+        let out = std::fs::File::create(&log).unwrap();
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_opsrelay-lambda"));
+        command
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("AWS_LAMBDA_RUNTIME_API", &api.address)
+            .env("AWS_LAMBDA_FUNCTION_NAME", "opsrelay")
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
+            .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+            .env("AWS_LAMBDA_LOG_STREAM_NAME", "test")
+            .env("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/opsrelay")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_ENDPOINT_URL", service("OPSRELAY_TEST_AWS_ENDPOINT"))
+            .env("OPSRELAY_RULES", &rules)
+            .env("OPSRELAY_LOG", "debug")
+            .env("OPSRELAY_RETRY_INITIAL_MS", "20")
+            .env("OPSRELAY_RETRY_MAX_MS", "100")
+            .env("OPSRELAY_DEADLINE_MARGIN_MS", "500")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .kill_on_drop(true);
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let child = command.spawn().expect("start opsrelay-lambda");
+        Self {
+            child,
+            log,
+            _dir: dir,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap()
+    }
+}
+
+#[tokio::test]
+async fn the_lambda_binary_reports_exactly_the_records_to_retry_and_keeps_secrets_out_of_its_logs()
+{
+    let database_url = fresh_database(Engine::Postgres).await;
+    let password = service("OPSRELAY_TEST_POSTGRES_PASSWORD");
+    assert!(database_url.contains(&password));
+    let slack = SlackStandIn::start(vec![]).await;
+    let revoked = SlackStandIn::start(vec![]).await;
+    revoked.always(Reply::Status(404, "no_service"));
+    let queues = queues(5, 30).await;
+    let api = RuntimeApi::start().await;
+    let mut lambda = Lambda::start(
+        &api,
+        &[
+            ("OPSRELAY_DATABASE_URL", database_url.clone()),
+            ("OPSRELAY_SLACK_WEBHOOK_URL", slack.url.clone()),
+            ("OPSRELAY_SLACK_WEBHOOK_URL_REVOKED", revoked.url.clone()),
+            ("OPSRELAY_DLQ_URL", queues.dlq.clone()),
+            ("OPSRELAY_REPLICA_LAG_GRACE_SECONDS", "600".into()),
+        ],
+    )
+    .await;
+
+    api.invoke(
+        "req-1",
+        sqs_event(&[
+            ("m-1", r#"{"type":"order.created","id":"42"}"#),
+            ("m-2", "this is not an event"),
+            ("m-3", r#"{"type":"order.created","id":"999"}"#),
+            ("m-4", r#"{"type":"order.shipped","id":"42"}"#),
+        ]),
+        Duration::from_secs(4),
+    );
+    api.invoke(
+        "req-2",
+        sqs_event(&[("m-5", r#"{"type":"order.created","id":"42"}"#)]),
+        Duration::from_secs(4),
+    );
+    let posted = api.posted(2, Duration::from_secs(30)).await;
+    let _ = lambda.child.start_kill();
+    let log = lambda.log();
+
+    let responses: Vec<_> = posted
+        .iter()
+        .map(|p| match p {
+            Posted::Response { request_id, body } => (request_id.clone(), body.clone()),
+            other => panic!("expected a response, got {other:?}\n{log}"),
+        })
+        .collect();
+    assert_eq!(responses.len(), 2, "{log}");
+    assert_eq!(responses[0].0, "req-1");
+    assert_eq!(
+        responses[0].1,
+        json!({ "batchItemFailures": [{ "itemIdentifier": "m-3" }] })
+    );
+    assert_eq!(responses[1].1, json!({ "batchItemFailures": [] }));
+
+    let texts: Vec<_> = slack
+        .delivered()
+        .iter()
+        .map(|m| m["text"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            "Order 42 for Ada &amp; Co &lt;!channel&gt;",
+            "Order 42 for Ada &amp; Co &lt;!channel&gt;"
+        ]
+    );
+    let mut dead: Vec<_> = drain(&queues.client, &queues.dlq)
+        .await
+        .iter()
+        .map(failure_of)
+        .collect();
+    dead.sort_by_key(|f| f["source_message_id"].as_str().unwrap().to_string());
+    assert_eq!(dead.len(), 2);
+    assert_eq!(dead[0]["source_message_id"], "m-2");
+    assert_eq!(dead[0]["code"], "malformed_event");
+    assert_eq!(dead[1]["source_message_id"], "m-4");
+    assert!(dead[1]["reason"].as_str().unwrap().contains("no_service"));
+
+    assert!(
+        log.lines()
+            .filter(|l| !l.trim().is_empty())
+            .all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()),
+        "every log line is JSON:\n{log}"
+    );
+    assert!(log.contains("Sent the message to the DLQ."), "{log}");
+    for secret in [
+        slack.url.as_str(),
+        revoked.url.as_str(),
+        "B0SECRET",
+        password.as_str(),
+    ] {
+        assert!(!log.contains(secret), "a secret reached the log:\n{log}");
+    }
+}
+
+#[tokio::test]
+async fn a_bad_rules_file_stops_init_with_an_error_that_names_it_and_no_secret() {
+    let password = "hunter2-very-secret";
+    let api = RuntimeApi::start().await;
+    let mut lambda = Lambda::start(
+        &api,
+        &[
+            (
+                "OPSRELAY_DATABASE_URL",
+                format!("postgres://app:{password}@127.0.0.1:1/db"),
+            ),
+            (
+                "OPSRELAY_SLACK_WEBHOOK_URL",
+                "https://hooks.slack.com/services/T0/B0/SECRETTOKEN".into(),
+            ),
+            ("OPSRELAY_DLQ_URL", "http://127.0.0.1:1/dlq".into()),
+            ("OPSRELAY_RULES", "/nonexistent/rules.toml".into()),
+        ],
+    )
+    .await;
+    let status = tokio::time::timeout(Duration::from_secs(20), lambda.child.wait())
+        .await
+        .expect("init ends")
+        .unwrap();
+    assert!(!status.success());
+    let log = lambda.log();
+    assert!(
+        log.contains("/nonexistent/rules.toml") && log.contains("OPSRELAY_RULES"),
+        "{log}"
+    );
+    assert!(
+        !log.contains(password) && !log.contains("SECRETTOKEN"),
+        "{log}"
+    );
+}
