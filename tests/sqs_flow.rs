@@ -1,0 +1,219 @@
+//! Events enter as a user's application sends them, published to SNS in moto (enveloped and raw
+//! delivery, type in the body, in the `event_type` attribute or in the Subject), and the worker
+//! processes the queue with the Lambda's semantics: delivered messages are deleted, retryable ones
+//! are left to come back, permanent failures land in the DLQ with their reason.
+
+mod common;
+
+use std::time::Duration;
+
+use aws_sdk_sns::types::MessageAttributeValue;
+use common::slack::{Reply, SlackStandIn};
+use common::{Queues, drain, failure_of, queues, sdk, settings};
+use opsrelay::dlq::DeadLetters;
+use opsrelay::pipeline::Relay;
+use opsrelay::worker::{self, WorkerOptions, WorkerStats};
+
+const RULES: &str = r#"
+[rules."order.created"]
+text = "Order {{ event.id }} created at {{ event.occurred_at }}"
+"#;
+
+struct Flow {
+    sns: aws_sdk_sns::Client,
+    topic: String,
+    queues: Queues,
+    slack: SlackStandIn,
+    relay: Relay,
+}
+
+/// A topic whose queue (redriving to a DLQ after `max_receives`) is subscribed with or without raw
+/// delivery, and a relay reading it.
+async fn flow(raw: bool, max_receives: u32, visibility_s: u32) -> Flow {
+    let sdk = sdk().await;
+    let sns = aws_sdk_sns::Client::new(&sdk);
+    let queues = queues(max_receives, visibility_s).await;
+    let topic = sns
+        .create_topic()
+        .name(common::unique("events"))
+        .send()
+        .await
+        .unwrap()
+        .topic_arn
+        .unwrap();
+    sns.subscribe()
+        .topic_arn(&topic)
+        .protocol("sqs")
+        .endpoint(&queues.source_arn)
+        .attributes("RawMessageDelivery", raw.to_string())
+        .send()
+        .await
+        .unwrap();
+    let slack = SlackStandIn::start(vec![]).await;
+    let max = max_receives.to_string();
+    let relay = common::relay(
+        settings(&[("OPSRELAY_MAX_RECEIVE_COUNT", max.as_str())]),
+        common::rules(RULES),
+        None,
+        &slack.url,
+        DeadLetters::Sqs {
+            client: queues.client.clone(),
+            queue_url: queues.dlq.clone(),
+        },
+    )
+    .await;
+    Flow {
+        sns,
+        topic,
+        queues,
+        slack,
+        relay,
+    }
+}
+
+impl Flow {
+    async fn publish(&self, message: &str, subject: Option<&str>, event_type: Option<&str>) {
+        let mut request = self
+            .sns
+            .publish()
+            .topic_arn(&self.topic)
+            .message(message)
+            .set_subject(subject.map(str::to_string));
+        if let Some(kind) = event_type {
+            request = request.message_attributes(
+                "event_type",
+                MessageAttributeValue::builder()
+                    .data_type("String")
+                    .string_value(kind)
+                    .build()
+                    .unwrap(),
+            );
+        }
+        request.send().await.unwrap();
+    }
+
+    async fn work(&self) -> WorkerStats {
+        let options = WorkerOptions {
+            queue_url: self.queues.source.clone(),
+            wait_time_seconds: 1,
+            until_empty: true,
+            max_batches: None,
+        };
+        worker::run(
+            &self.relay,
+            &self.queues.client,
+            &options,
+            std::future::pending(),
+        )
+        .await
+        .unwrap()
+    }
+
+    /// Everything still in the source queue, once hidden messages are visible again.
+    async fn left_in_queue(&self, visibility: Duration) -> usize {
+        tokio::time::sleep(visibility + Duration::from_millis(500)).await;
+        drain(&self.queues.client, &self.queues.source).await.len()
+    }
+}
+
+#[tokio::test]
+async fn an_enveloped_event_is_delivered_and_deleted() {
+    let flow = flow(false, 5, 1).await;
+    flow.publish(
+        r#"{"type":"order.created","id":"42","occurred_at":"2026-11-30T08:00:00Z"}"#,
+        None,
+        None,
+    )
+    .await;
+    let stats = flow.work().await;
+    assert_eq!(stats.delivered, 1);
+    assert_eq!(
+        flow.slack.delivered()[0]["text"],
+        "Order 42 created at 2026-11-30T08:00:00Z"
+    );
+    assert_eq!(
+        flow.left_in_queue(Duration::from_secs(1)).await,
+        0,
+        "a delivered message is deleted"
+    );
+    assert!(
+        drain(&flow.queues.client, &flow.queues.dlq)
+            .await
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn a_raw_delivery_with_the_type_in_an_attribute_is_delivered() {
+    let flow = flow(true, 5, 1).await;
+    flow.publish("42", None, Some("order.created")).await;
+    assert_eq!(flow.work().await.delivered, 1);
+    let text = flow.slack.delivered()[0]["text"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(text.starts_with("Order 42 created"), "{text}");
+}
+
+#[tokio::test]
+async fn an_enveloped_id_with_the_type_in_the_subject_is_delivered() {
+    let flow = flow(false, 5, 1).await;
+    flow.publish("42", Some("order.created"), None).await;
+    assert_eq!(flow.work().await.delivered, 1);
+}
+
+#[tokio::test]
+async fn an_enveloped_id_with_the_type_in_an_sns_attribute_is_delivered() {
+    let flow = flow(false, 5, 1).await;
+    flow.publish("42", None, Some("order.created")).await;
+    assert_eq!(flow.work().await.delivered, 1);
+}
+
+#[tokio::test]
+async fn a_permanent_failure_lands_in_the_dlq_with_its_reason_and_leaves_the_queue() {
+    let flow = flow(false, 5, 1).await;
+    flow.publish(r#"{"type":"invoice.paid","id":"7"}"#, None, None)
+        .await;
+    let stats = flow.work().await;
+    assert_eq!(stats.dead_lettered, 1);
+    assert_eq!(flow.left_in_queue(Duration::from_secs(1)).await, 0);
+    let dead = drain(&flow.queues.client, &flow.queues.dlq).await;
+    assert_eq!(dead.len(), 1);
+    let failure = failure_of(&dead[0]);
+    assert_eq!(failure["code"], "unknown_event_type");
+    assert_eq!(failure["event_type"], "invoice.paid");
+    let envelope: serde_json::Value = serde_json::from_str(dead[0].body().unwrap()).unwrap();
+    assert_eq!(
+        envelope["Message"], r#"{"type":"invoice.paid","id":"7"}"#,
+        "the SNS envelope is kept unchanged"
+    );
+}
+
+#[tokio::test]
+async fn a_transient_failure_is_left_for_sqs_then_dead_lettered_with_its_reason_on_the_last_receive()
+ {
+    let flow = flow(false, 2, 1).await;
+    flow.slack.always(Reply::Status(503, "service_unavailable"));
+    flow.publish(r#"{"type":"order.created","id":"42"}"#, None, None)
+        .await;
+    let first = flow.work().await;
+    assert_eq!(first.retried, 1, "the first receive leaves it for SQS");
+    assert!(
+        drain(&flow.queues.client, &flow.queues.dlq)
+            .await
+            .is_empty()
+    );
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let second = flow.work().await;
+    assert_eq!(second.dead_lettered, 1, "the last receive dead-letters it");
+    let dead = drain(&flow.queues.client, &flow.queues.dlq).await;
+    assert_eq!(dead.len(), 1);
+    let failure = failure_of(&dead[0]);
+    assert_eq!(failure["class"], "transient");
+    assert_eq!(failure["receive_count"], 2);
+    assert!(
+        failure["reason"].as_str().unwrap().contains("503"),
+        "{failure}"
+    );
+    assert_eq!(flow.left_in_queue(Duration::from_secs(1)).await, 0);
+}
