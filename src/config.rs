@@ -364,3 +364,88 @@ fn with_credentials(
     }
     Ok(Secret::new(parsed.to_string()))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn settings(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let env: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::from_lookup(|name| env.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_apply_when_nothing_is_set() {
+        let s = settings(&[]).unwrap();
+        assert_eq!(s.max_receive_count, 5);
+        assert_eq!(s.concurrency, 4);
+        assert_eq!(s.slack.rate_per_second, 1.0);
+    }
+
+    #[test]
+    fn a_bad_number_names_the_variable_and_the_range() {
+        let error = settings(&[("OPSRELAY_CONCURRENCY", "lots")])
+            .unwrap_err()
+            .to_string();
+        assert!(error.starts_with("OPSRELAY_CONCURRENCY:"), "{error}");
+        assert!(error.contains("from 1 to 1000"), "{error}");
+    }
+
+    #[test]
+    fn webhook_urls_must_be_https_except_on_localhost() {
+        assert!(check_webhook_url("V", "https://hooks.slack.com/services/T/B/X").is_ok());
+        assert!(check_webhook_url("V", "http://127.0.0.1:9000/hook").is_ok());
+        let error = check_webhook_url("V", "http://hooks.slack.com/services/T/B/X")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("not an https URL") && !error.contains("services/T/B/X"),
+            "{error}"
+        );
+        let error = check_webhook_url("V", "not a url SECRET")
+            .unwrap_err()
+            .to_string();
+        assert!(!error.contains("SECRET"), "{error}");
+    }
+
+    #[test]
+    fn an_rds_secret_becomes_a_url_with_encoded_credentials() {
+        let secret = Secret::new(
+            r#"{"engine":"postgres","host":"db.internal","port":5432,"dbname":"app","username":"ro","password":"p@ss/word"}"#.to_string(),
+        );
+        let url = database_url_from_secret(&secret).unwrap();
+        assert_eq!(
+            url.expose(),
+            "postgres://ro:p%40ss%2Fword@db.internal:5432/app"
+        );
+    }
+
+    #[test]
+    fn an_rds_managed_secret_replaces_the_urls_credentials() {
+        let url = Secret::new("postgres://placeholder@db.internal:5432/app".to_string());
+        let secret = Secret::new(r#"{"username":"ro","password":"s3cret"}"#.to_string());
+        assert_eq!(
+            with_credentials(&url, &secret).unwrap().expose(),
+            "postgres://ro:s3cret@db.internal:5432/app"
+        );
+    }
+
+    #[test]
+    fn a_webhook_secret_may_hold_json() {
+        let secret = Secret::new(r#"{"url":"https://hooks.slack.com/services/T/B/X"}"#.to_string());
+        assert_eq!(
+            secret_field(&secret, &["url"]).expose(),
+            "https://hooks.slack.com/services/T/B/X"
+        );
+        let plain = Secret::new("https://hooks.slack.com/services/T/B/Y\n".to_string());
+        assert_eq!(
+            secret_field(&plain, &["url"]).expose(),
+            "https://hooks.slack.com/services/T/B/Y"
+        );
+    }
+}

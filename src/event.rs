@@ -350,3 +350,164 @@ fn json_kind(value: &Value) -> &'static str {
         Value::Object(_) => "object",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use aws_lambda_events::sqs::SqsEvent;
+    use serde_json::json;
+
+    use super::*;
+
+    fn record(body: &str) -> SqsMessage {
+        let mut r = SqsMessage::default();
+        r.body = Some(body.to_string());
+        r.attributes
+            .insert("SentTimestamp".into(), "1796025600000".into());
+        r
+    }
+
+    fn with_attribute(mut r: SqsMessage, name: &str, value: &str) -> SqsMessage {
+        r.message_attributes.insert(
+            name.into(),
+            serde_json::from_value(json!({ "stringValue": value, "dataType": "String" })).unwrap(),
+        );
+        r
+    }
+
+    fn envelope(message: &str, extra: serde_json::Value) -> String {
+        let mut env = json!({
+            "Type": "Notification", "MessageId": "m", "TopicArn": "arn:aws:sns:us-east-1:1:t",
+            "Message": message, "Timestamp": "2026-11-30T08:00:00.000Z", "SignatureVersion": "1",
+            "Signature": "s", "SigningCertURL": "https://sns.us-east-1.amazonaws.com/c.pem",
+            "UnsubscribeURL": "https://sns.us-east-1.amazonaws.com/u"
+        });
+        env.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        env.to_string()
+    }
+
+    #[test]
+    fn parses_a_direct_event_with_its_time() {
+        let event = parse(&record(
+            r#"{"type":"order.created","id":"42","occurred_at":"2026-11-30T09:00:00+01:00"}"#,
+        ))
+        .unwrap();
+        assert_eq!(event.kind.as_str(), "order.created");
+        assert_eq!(event.id.as_str(), "42");
+        assert_eq!(event.occurred_at.to_rfc3339(), "2026-11-30T08:00:00+00:00");
+    }
+
+    #[test]
+    fn takes_an_integer_id() {
+        let event = parse(&record(r#"{"type":"order.created","id":42}"#)).unwrap();
+        assert_eq!(event.id.as_str(), "42");
+    }
+
+    #[test]
+    fn without_occurred_at_the_time_is_when_sqs_accepted_it() {
+        let event = parse(&record(r#"{"type":"order.created","id":"42"}"#)).unwrap();
+        assert_eq!(event.occurred_at.timestamp_millis(), 1_796_025_600_000);
+    }
+
+    #[test]
+    fn a_bare_id_takes_its_type_from_the_event_type_attribute() {
+        let event = parse(&with_attribute(
+            record("42"),
+            "event_type",
+            "user.signed_up",
+        ))
+        .unwrap();
+        assert_eq!(event.kind.as_str(), "user.signed_up");
+        assert_eq!(event.id.as_str(), "42");
+        let event = parse(&with_attribute(
+            record("ord_42"),
+            "event_type",
+            "order.created",
+        ))
+        .unwrap();
+        assert_eq!(event.id.as_str(), "ord_42");
+    }
+
+    #[test]
+    fn the_body_type_wins_over_the_attribute() {
+        let r = with_attribute(record(r#"{"type":"a.b","id":"1"}"#), "event_type", "c.d");
+        assert_eq!(parse(&r).unwrap().kind.as_str(), "a.b");
+    }
+
+    #[test]
+    fn an_sns_envelope_gives_its_message_subject_and_timestamp() {
+        let event = parse(&record(&envelope(
+            "42",
+            json!({ "Subject": "payment.failed" }),
+        )))
+        .unwrap();
+        assert_eq!(event.kind.as_str(), "payment.failed");
+        assert_eq!(event.id.as_str(), "42");
+        assert_eq!(event.occurred_at.to_rfc3339(), "2026-11-30T08:00:00+00:00");
+    }
+
+    #[test]
+    fn an_sns_envelope_attribute_gives_the_type_and_beats_the_subject() {
+        let body = envelope(
+            "\"42\"",
+            json!({ "Subject": "ignored", "MessageAttributes": { "event_type": { "Type": "String", "Value": "order.created" } } }),
+        );
+        assert_eq!(
+            parse(&record(&body)).unwrap().kind.as_str(),
+            "order.created"
+        );
+    }
+
+    #[test]
+    fn a_binary_sns_attribute_is_decoded() {
+        let body = envelope(
+            "42",
+            json!({ "MessageAttributes": { "event_type": { "Type": "Binary", "Value": "b3JkZXIuY3JlYXRlZA==" } } }),
+        );
+        assert_eq!(
+            parse(&record(&body)).unwrap().kind.as_str(),
+            "order.created"
+        );
+    }
+
+    #[test]
+    fn a_json_object_with_a_topic_arn_but_no_sns_type_is_an_event() {
+        let event = parse(&record(r#"{"type":"a.b","id":"1","TopicArn":"x"}"#)).unwrap();
+        assert_eq!(event.kind.as_str(), "a.b");
+    }
+
+    #[test]
+    fn the_sqs_fixture_of_aws_lambda_events_parses_and_its_body_is_refused_with_a_reason() {
+        let event: SqsEvent = serde_json::from_str(include_str!(
+            "../tests/fixtures/aws_lambda_events/example-sqs-event.json"
+        ))
+        .unwrap();
+        let record = &event.records[0];
+        let delivery = Delivery::of(record);
+        assert_eq!(delivery.message_id, "MessageID_1");
+        assert_eq!(delivery.receive_count, 2);
+        assert_eq!(
+            delivery.first_received_at.unwrap().timestamp_millis(),
+            1_520_621_634_884
+        );
+        assert!(matches!(parse(record), Err(EventError::NotJson(_))));
+    }
+
+    #[test]
+    fn the_sns_fixture_of_aws_lambda_events_parses_as_an_envelope() {
+        let event: serde_json::Value = serde_json::from_str(include_str!(
+            "../tests/fixtures/aws_lambda_events/example-sns-event.json"
+        ))
+        .unwrap();
+        let envelope = event["Records"][0]["Sns"].to_string();
+        // Its message ("Hello\r\nworld!") is not an event: refused with a reason, after the envelope parsed.
+        assert!(matches!(
+            parse(&record(&envelope)),
+            Err(EventError::NotJson(_))
+        ));
+        let with_id = envelope.replace("Hello\\r\\nworld!", "42");
+        let parsed = parse(&record(&with_id)).unwrap();
+        assert_eq!(parsed.kind.as_str(), "Greetings");
+    }
+}

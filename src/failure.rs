@@ -220,3 +220,111 @@ impl FailureRecord {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slack(source: SlackError) -> ProcessError {
+        ProcessError::Slack {
+            destination: "D".into(),
+            source,
+        }
+    }
+
+    fn rejected(status: u16, code: &str) -> ProcessError {
+        slack(SlackError::Rejected {
+            status,
+            code: code.into(),
+        })
+    }
+
+    #[test]
+    fn slack_errors_are_classified_as_slack_documents_them() {
+        use FailureClass::{Permanent, Transient};
+        let cases = [
+            (rejected(400, "invalid_payload"), Permanent),
+            (rejected(400, "no_text"), Permanent),
+            (rejected(403, "invalid_token"), Permanent),
+            (rejected(403, "action_prohibited"), Permanent),
+            (rejected(404, "no_service"), Permanent),
+            (rejected(404, "channel_not_found"), Permanent),
+            (rejected(410, "channel_is_archived"), Permanent),
+            (rejected(500, "rollup_error"), Transient),
+            (rejected(502, "bad_gateway"), Transient),
+            (rejected(408, "timeout"), Transient),
+            (
+                slack(SlackError::RateLimited { retry_after: None }),
+                Transient,
+            ),
+            (
+                slack(SlackError::Timeout(Duration::from_secs(1))),
+                Transient,
+            ),
+            (slack(SlackError::Connection("reset".into())), Transient),
+        ];
+        for (error, class) in cases {
+            assert_eq!(classify(&error), class, "{error}");
+        }
+    }
+
+    #[test]
+    fn a_missing_record_is_transient_only_within_the_grace_period() {
+        let missing = |age| ProcessError::RecordNotFound {
+            rule: "r".into(),
+            id: "1".into(),
+            age: Duration::from_secs(age),
+            grace: Duration::from_secs(60),
+        };
+        assert_eq!(classify(&missing(10)), FailureClass::Transient);
+        assert_eq!(classify(&missing(61)), FailureClass::Permanent);
+    }
+
+    #[test]
+    fn database_errors_are_transient_by_sqlstate_class() {
+        let query = |code: &str| {
+            ProcessError::Lookup(LookupError::Query {
+                rule: "r".into(),
+                sqlstate: Some(code.into()),
+                message: "m".into(),
+            })
+        };
+        assert_eq!(
+            classify(&query("40001")),
+            FailureClass::Transient,
+            "serialization failure"
+        );
+        assert_eq!(
+            classify(&query("57014")),
+            FailureClass::Transient,
+            "query cancelled on a replica"
+        );
+        assert_eq!(
+            classify(&query("08006")),
+            FailureClass::Transient,
+            "connection failure"
+        );
+        assert_eq!(
+            classify(&query("42P01")),
+            FailureClass::Permanent,
+            "undefined table"
+        );
+        assert_eq!(
+            classify(&query("42601")),
+            FailureClass::Permanent,
+            "syntax error"
+        );
+        assert_eq!(
+            classify(&ProcessError::Lookup(LookupError::Unavailable("x".into()))),
+            FailureClass::Transient
+        );
+    }
+
+    #[test]
+    fn a_long_reason_is_cut() {
+        let error = ProcessError::UnknownEventType("x".repeat(5_000));
+        let record = FailureRecord::new(&error, None, &crate::event::Delivery::default());
+        assert_eq!(record.reason.chars().count(), MAX_REASON_CHARS);
+        assert!(record.reason.ends_with('…'));
+    }
+}

@@ -212,15 +212,7 @@ impl Relay {
                 let event = parsed?;
                 self.deliver(&event, &delivery, work_deadline).await
             };
-            let result = match AssertUnwindSafe(tokio::time::timeout_at(work_deadline, work))
-                .catch_unwind()
-                .await
-            {
-                Ok(Ok(result)) => result,
-                Ok(Err(_elapsed)) => Err(ProcessError::Deadline),
-                Err(panic) => Err(ProcessError::Panicked(panic_text(&*panic))),
-            };
-            let outcome = match result {
+            let outcome = match isolate(work_deadline, work).await {
                 Ok(()) => {
                     tracing::info!(
                         elapsed_ms = started.elapsed().as_millis() as u64,
@@ -420,6 +412,21 @@ fn ordering_groups(records: &[SqsMessage]) -> Vec<Vec<usize>> {
     groups
 }
 
+/// Runs one record's work so that a panic or the deadline fails only that record.
+async fn isolate(
+    deadline: Instant,
+    work: impl std::future::Future<Output = Result<(), ProcessError>>,
+) -> Result<(), ProcessError> {
+    match AssertUnwindSafe(tokio::time::timeout_at(deadline, work))
+        .catch_unwind()
+        .await
+    {
+        Ok(Ok(result)) => result,
+        Ok(Err(_elapsed)) => Err(ProcessError::Deadline),
+        Err(panic) => Err(ProcessError::Panicked(panic_text(&*panic))),
+    }
+}
+
 fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
     panic
         .downcast_ref::<&str>()
@@ -464,5 +471,99 @@ impl DeliveredMemory {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn processed(id: &str, outcome: Outcome) -> Processed {
+        Processed {
+            message_id: id.into(),
+            outcome,
+        }
+    }
+
+    fn retry() -> Outcome {
+        Outcome::Retry {
+            code: "x".into(),
+            reason: "x".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panic_becomes_this_records_failure() {
+        let result = isolate(Instant::now() + Duration::from_secs(5), async {
+            panic!("boom in a template helper")
+        })
+        .await;
+        match result {
+            Err(ProcessError::Panicked(text)) => assert_eq!(text, "boom in a template helper"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn work_past_the_deadline_is_cut() {
+        let result = isolate(Instant::now() + Duration::from_secs(1), async {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            Ok(())
+        })
+        .await;
+        assert!(matches!(result, Err(ProcessError::Deadline)));
+    }
+
+    #[test]
+    fn the_batch_response_lists_only_retries() {
+        let response = batch_response(&[
+            processed("a", Outcome::Delivered),
+            processed("b", retry()),
+            processed("c", retry()),
+        ])
+        .unwrap();
+        let ids: Vec<_> = response
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.as_str())
+            .collect();
+        assert_eq!(ids, ["b", "c"]);
+    }
+
+    #[test]
+    fn a_retry_without_a_message_id_fails_the_whole_batch_rather_than_an_empty_identifier() {
+        assert!(batch_response(&[processed("", retry())]).is_err());
+        assert!(batch_response(&[processed("", Outcome::Delivered)]).is_ok());
+    }
+
+    #[test]
+    fn fifo_records_are_grouped_in_order_and_others_stand_alone() {
+        let record = |group: Option<&str>| {
+            let mut r = SqsMessage::default();
+            if let Some(g) = group {
+                r.attributes.insert("MessageGroupId".into(), g.into());
+            }
+            r
+        };
+        let records = [
+            record(Some("a")),
+            record(None),
+            record(Some("b")),
+            record(Some("a")),
+        ];
+        assert_eq!(
+            ordering_groups(&records),
+            vec![vec![0, 3], vec![1], vec![2]]
+        );
+    }
+
+    #[test]
+    fn delivered_memory_forgets_the_oldest_beyond_its_capacity() {
+        let memory = DeliveredMemory::new(2);
+        memory.insert("m1", "d");
+        memory.insert("m2", "d");
+        memory.insert("m3", "d");
+        assert!(!memory.contains("m1", "d"));
+        assert!(memory.contains("m2", "d") && memory.contains("m3", "d"));
     }
 }

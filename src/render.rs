@@ -299,3 +299,123 @@ fn describe(error: &minijinja::Error) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use minijinja::context;
+
+    use super::*;
+    use crate::rules::Rules;
+
+    fn render(rules_toml: &str, ctx: Value) -> Result<SlackMessage, RenderError> {
+        let rules = Rules::parse("test.toml", rules_toml).unwrap();
+        let rule = rules.get("order.created").unwrap();
+        rules.templates.render(&rule.template, &ctx)
+    }
+
+    const ORDER: &str = r#"
+[rules."order.created"]
+text = "New order {{ event.id }} from {{ customer }}"
+[[rules."order.created".blocks]]
+type = "header"
+text = "Order #{{ event.id }}"
+[[rules."order.created".blocks]]
+type = "section"
+text = "<!here> *{{ customer }}* ordered for {{ total }} ({{ paid }}); note: {{ note }}"
+fields = ["*Status*\n{{ status }}", "*Link*\n<https://admin.example.com/orders/{{ event.id }}|open>"]
+[[rules."order.created".blocks]]
+type = "divider"
+[[rules."order.created".blocks]]
+type = "context"
+elements = ["{{ trusted | safe }}", "plan {{ (meta | fromjson).plan }}"]
+"#;
+
+    fn order_context(customer: &str) -> Value {
+        context! {
+            customer => customer,
+            total => "129.90",
+            paid => true,
+            note => Value::from(()),
+            status => "paid",
+            trusted => "<@U024BE7LH>",
+            meta => "{\"plan\": \"pro\"}",
+            event => context! { id => "42", type => "order.created" },
+        }
+    }
+
+    #[test]
+    fn renders_block_kit_from_the_templates() {
+        let message = render(ORDER, order_context("Ada Lovelace")).unwrap();
+        insta::assert_json_snapshot!("order_created", message.0);
+    }
+
+    #[test]
+    fn values_cannot_mention_or_link_but_the_template_can() {
+        let message = render(
+            ORDER,
+            order_context("<!channel> & <https://evil.example|click>"),
+        )
+        .unwrap();
+        let section = message.0["blocks"][1]["text"]["text"].as_str().unwrap();
+        assert_eq!(
+            section,
+            "<!here> *&lt;!channel&gt; &amp; &lt;https://evil.example|click&gt;* ordered for 129.90 (true); note:"
+        );
+        assert_eq!(
+            message.0["blocks"][3]["elements"][0]["text"], "<@U024BE7LH>",
+            "|safe is kept as is"
+        );
+    }
+
+    #[test]
+    fn long_values_are_clipped_to_slacks_limits() {
+        let message = render(ORDER, order_context(&"A&B ".repeat(2_000))).unwrap();
+        let header = message.0["blocks"][0]["text"]["text"].as_str().unwrap();
+        assert!(header.chars().count() <= limits::HEADER_CHARS);
+        let section = message.0["blocks"][1]["text"]["text"].as_str().unwrap();
+        assert_eq!(section.chars().count(), limits::SECTION_CHARS);
+        assert!(section.ends_with('…'));
+        let text = message.0["text"].as_str().unwrap();
+        assert!(text.chars().count() <= limits::TEXT_CHARS);
+    }
+
+    #[test]
+    fn all_blocks_together_stay_under_the_message_budget() {
+        let mut toml = String::from("[rules.\"order.created\"]\ntext = \"t\"\n");
+        for _ in 0..10 {
+            toml.push_str(
+                "[[rules.\"order.created\".blocks]]\ntype = \"section\"\ntext = \"{{ long }}\"\n",
+            );
+        }
+        let message = render(&toml, context! { long => "x".repeat(5_000) }).unwrap();
+        let total: usize = message.0["blocks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["text"]["text"].as_str().unwrap().chars().count())
+            .sum();
+        assert!(total <= limits::ALL_BLOCKS_CHARS, "{total}");
+    }
+
+    #[test]
+    fn clipping_never_splits_an_escape_or_a_link() {
+        assert_eq!(clip("abc &amp; def", 7), "abc …");
+        assert_eq!(clip("see <https://x.example|x> now", 12), "see …");
+        assert_eq!(clip("short", 10), "short");
+        assert_eq!(clip("ééééé", 3), "éé…");
+    }
+
+    #[test]
+    fn empty_blocks_are_left_out() {
+        let toml = "[rules.\"order.created\"]\ntext = \"t\"\n[[rules.\"order.created\".blocks]]\ntype = \"section\"\ntext = \"{% if note %}{{ note }}{% endif %}\"\n";
+        let message = render(toml, context! { note => Value::from(()) }).unwrap();
+        assert_eq!(message.0, serde_json::json!({ "text": "t" }));
+    }
+
+    #[test]
+    fn an_unknown_value_fails_with_the_template_named() {
+        let error = render(ORDER, context! { event => context! { id => "1" } }).unwrap_err();
+        assert_eq!(error.template, "rules.\"order.created\".blocks[1].text");
+        assert!(error.message.contains("undefined"), "{}", error.message);
+    }
+}

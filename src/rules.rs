@@ -330,3 +330,85 @@ fn check_destinations(destinations: &[String]) -> Result<(), (String, &'static s
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error(toml: &str) -> String {
+        Rules::parse("rules.toml", toml).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_misspelt_key_names_the_file_the_line_and_the_key() {
+        let text = error("[rules.\"order.created\"]\ntext = \"x\"\ntempalte = \"y\"\n");
+        assert!(text.starts_with("rules file rules.toml: line 3:"), "{text}");
+        assert!(text.contains("tempalte"), "{text}");
+        assert!(text.contains("fix:"), "{text}");
+    }
+
+    #[test]
+    fn a_template_syntax_error_names_the_rule_and_the_key() {
+        let text = error(
+            "[rules.\"order.created\"]\ntext = \"x\"\n[[rules.\"order.created\".blocks]]\ntype = \"section\"\ntext = \"{{ oops \"\n",
+        );
+        assert!(
+            text.contains("rules.\"order.created\".blocks[0].text"),
+            "{text}"
+        );
+        assert!(text.contains("syntax error"), "{text}");
+    }
+
+    #[test]
+    fn a_query_without_a_parameter_is_refused_with_the_fix() {
+        let text = error("[rules.\"a.b\"]\nquery = \"SELECT 1\"\ntext = \"x\"\n");
+        assert!(text.contains("rules.\"a.b\".query"), "{text}");
+        assert!(text.contains("$1 (PostgreSQL) or ?"), "{text}");
+    }
+
+    #[test]
+    fn a_webhook_url_as_a_destination_is_refused() {
+        let text = error(
+            "[rules.\"a.b\"]\ndestinations = [\"https://hooks.slack.com/services/X\"]\ntext = \"x\"\n",
+        );
+        assert!(text.contains("not an environment variable name"), "{text}");
+    }
+
+    #[test]
+    fn an_invalid_rule_name_and_an_empty_file_are_refused() {
+        assert!(error("[rules.\"order created\"]\ntext = \"x\"\n").contains("is not valid"));
+        assert!(error("").contains("no rules are defined"));
+        assert!(error("[rules.\"a.b\"]\ntext = \"  \"\n").contains("notification text is empty"));
+    }
+
+    #[test]
+    fn an_unknown_block_type_is_refused() {
+        let text =
+            error("[rules.\"a.b\"]\ntext = \"x\"\n[[rules.\"a.b\".blocks]]\ntype = \"image\"\n");
+        assert!(text.contains("image"), "{text}");
+    }
+
+    #[test]
+    fn defaults_apply_to_rules_that_do_not_override_them() {
+        let rules = Rules::parse(
+            "r.toml",
+            "[defaults]\ndestinations = [\"OPS_HOOK\"]\nid_type = \"integer\"\n[rules.\"a.b\"]\ntext = \"x\"\n[rules.\"c.d\"]\ntext = \"y\"\nid_type = \"uuid\"\ndestinations = [\"OTHER\"]\n",
+        )
+        .unwrap();
+        let a = rules.get("a.b").unwrap();
+        assert_eq!(
+            (a.id_type, a.destinations.as_slice()),
+            (IdType::Integer, &["OPS_HOOK".to_string()][..])
+        );
+        let c = rules.get("c.d").unwrap();
+        assert_eq!(
+            (c.id_type, c.destinations.as_slice()),
+            (IdType::Uuid, &["OTHER".to_string()][..])
+        );
+    }
+
+    #[test]
+    fn the_embedded_rules_are_valid() {
+        Rules::parse("embedded", crate::local::EMBEDDED_RULES).unwrap();
+    }
+}

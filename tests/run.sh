@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The test command (README): starts the real services the tests need, then runs every test.
-# Extra arguments go to `cargo test` (e.g. `bash tests/run.sh --test outcomes`).
+# Arguments replace the default `--all-targets` (e.g. `bash tests/run.sh --test outcomes`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . tests/services.sh
 set -e
-cargo test --all-targets "$@"
+if [ "$#" -eq 0 ]; then set -- --all-targets; fi
+cargo test "$@"
