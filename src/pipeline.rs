@@ -439,20 +439,30 @@ fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
 /// delivers again (at-least-once) is not posted twice to the same place. Bounded; oldest forgotten.
 struct DeliveredMemory {
     capacity: usize,
-    seen: Mutex<(HashSet<(String, String)>, VecDeque<(String, String)>)>,
+    seen: Mutex<Seen>,
+}
+
+/// A (message id, destination) pair.
+type Delivered = (String, String);
+
+/// The pairs for look-up, and in the order they came for forgetting.
+#[derive(Default)]
+struct Seen {
+    set: HashSet<Delivered>,
+    order: VecDeque<Delivered>,
 }
 
 impl DeliveredMemory {
     fn new(capacity: usize) -> Self {
         Self {
             capacity,
-            seen: Mutex::new((HashSet::new(), VecDeque::new())),
+            seen: Mutex::new(Seen::default()),
         }
     }
 
     fn contains(&self, message_id: &str, destination: &str) -> bool {
         let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        seen.0
+        seen.set
             .contains(&(message_id.to_string(), destination.to_string()))
     }
 
@@ -462,7 +472,7 @@ impl DeliveredMemory {
         }
         let key = (message_id.to_string(), destination.to_string());
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        let (set, order) = &mut *seen;
+        let Seen { set, order } = &mut *seen;
         if set.insert(key.clone()) {
             order.push_back(key);
             while order.len() > self.capacity {
