@@ -19,6 +19,7 @@ pub mod lookup;
 pub mod pace;
 pub mod pipeline;
 pub mod render;
+pub mod resolve;
 pub mod retry;
 pub mod rules;
 pub mod secret;
