@@ -98,13 +98,23 @@ impl Settings {
                 max_connections: number("OPSRELAY_DB_MAX_CONNECTIONS", 2, 1, 100)? as u32,
                 acquire_timeout_ms: number("OPSRELAY_DB_CONNECT_TIMEOUT_MS", 3_000, 10, 60_000)?,
                 query_timeout_ms: number("OPSRELAY_DB_QUERY_TIMEOUT_MS", 5_000, 10, 300_000)?,
-                address_path: switch("OPSRELAY_DB_ADDRESS_PATH", get("OPSRELAY_DB_ADDRESS_PATH"), true)?,
-                host_addrs: list("OPSRELAY_DB_HOST_ADDRS", get("OPSRELAY_DB_HOST_ADDRS"), |item| {
-                    item.parse::<IpAddr>().ok()
-                })?,
+                address_path: switch(
+                    "OPSRELAY_DB_ADDRESS_PATH",
+                    get("OPSRELAY_DB_ADDRESS_PATH"),
+                    true,
+                )?,
+                host_addrs: list(
+                    "OPSRELAY_DB_HOST_ADDRS",
+                    get("OPSRELAY_DB_HOST_ADDRS"),
+                    |item| item.parse::<IpAddr>().ok(),
+                )?,
                 ca_file: ca_file(get("OPSRELAY_DB_CA_FILE"))?,
                 dns: DnsSettings {
-                    servers: list("OPSRELAY_DNS_SERVERS", get("OPSRELAY_DNS_SERVERS"), name_server)?,
+                    servers: list(
+                        "OPSRELAY_DNS_SERVERS",
+                        get("OPSRELAY_DNS_SERVERS"),
+                        name_server,
+                    )?,
                     timeout_ms: number("OPSRELAY_DNS_TIMEOUT_MS", 200, 10, 10_000)?,
                     attempts: number("OPSRELAY_DNS_ATTEMPTS", 1, 1, 5)? as usize,
                 },
@@ -154,7 +164,12 @@ impl Settings {
 
 /// `on`/`off` (also `true`/`false`, `1`/`0`).
 fn switch(name: &str, raw: Option<String>, default: bool) -> Result<bool, ConfigError> {
-    match raw.as_deref().map(str::trim).map(str::to_ascii_lowercase).as_deref() {
+    match raw
+        .as_deref()
+        .map(str::trim)
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
         None => Ok(default),
         Some("on" | "true" | "1" | "yes") => Ok(true),
         Some("off" | "false" | "0" | "no") => Ok(false),
@@ -167,7 +182,11 @@ fn switch(name: &str, raw: Option<String>, default: bool) -> Result<bool, Config
 }
 
 /// A comma-separated list, each item parsed by `parse`.
-fn list<T>(name: &str, raw: Option<String>, parse: impl Fn(&str) -> Option<T>) -> Result<Vec<T>, ConfigError> {
+fn list<T>(
+    name: &str,
+    raw: Option<String>,
+    parse: impl Fn(&str) -> Option<T>,
+) -> Result<Vec<T>, ConfigError> {
     let Some(raw) = raw else {
         return Ok(Vec::new());
     };
@@ -188,9 +207,11 @@ fn list<T>(name: &str, raw: Option<String>, parse: impl Fn(&str) -> Option<T>) -
 
 /// A name server: an address, port 53 unless given.
 fn name_server(item: &str) -> Option<SocketAddr> {
-    item.parse::<SocketAddr>()
-        .ok()
-        .or_else(|| item.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 53)))
+    item.parse::<SocketAddr>().ok().or_else(|| {
+        item.parse::<IpAddr>()
+            .ok()
+            .map(|ip| SocketAddr::new(ip, 53))
+    })
 }
 
 fn ca_file(raw: Option<String>) -> Result<Option<PathBuf>, ConfigError> {

@@ -145,8 +145,12 @@ impl Database {
                     .map_err(invalid)?
                     .application_name("opsrelay");
                 match (&settings.ca_file, by_address) {
-                    (Some(ca), true) => options = options.ssl_mode(PgSslMode::VerifyCa).ssl_root_cert(ca),
-                    (Some(ca), false) => options = options.ssl_mode(PgSslMode::VerifyFull).ssl_root_cert(ca),
+                    (Some(ca), true) => {
+                        options = options.ssl_mode(PgSslMode::VerifyCa).ssl_root_cert(ca)
+                    }
+                    (Some(ca), false) => {
+                        options = options.ssl_mode(PgSslMode::VerifyFull).ssl_root_cert(ca)
+                    }
                     (None, true) if matches!(options.get_ssl_mode(), PgSslMode::VerifyFull) => {
                         return Err(DatabaseUrlError::NameCheckByAddress("sslmode=verify-full"));
                     }
@@ -162,12 +166,20 @@ impl Database {
             "mysql" | "mariadb" => {
                 let url = url.replacen("mariadb:", "mysql:", 1);
                 let mut options = MySqlConnectOptions::from_str(&url).map_err(invalid)?;
-                let identity = url.to_ascii_lowercase().contains("ssl-mode=verify_identity");
+                let identity = url
+                    .to_ascii_lowercase()
+                    .contains("ssl-mode=verify_identity");
                 match (&settings.ca_file, by_address) {
-                    (Some(ca), true) => options = options.ssl_mode(MySqlSslMode::VerifyCa).ssl_ca(ca),
-                    (Some(ca), false) => options = options.ssl_mode(MySqlSslMode::VerifyIdentity).ssl_ca(ca),
+                    (Some(ca), true) => {
+                        options = options.ssl_mode(MySqlSslMode::VerifyCa).ssl_ca(ca)
+                    }
+                    (Some(ca), false) => {
+                        options = options.ssl_mode(MySqlSslMode::VerifyIdentity).ssl_ca(ca)
+                    }
                     (None, true) if identity => {
-                        return Err(DatabaseUrlError::NameCheckByAddress("ssl-mode=VERIFY_IDENTITY"));
+                        return Err(DatabaseUrlError::NameCheckByAddress(
+                            "ssl-mode=VERIFY_IDENTITY",
+                        ));
                     }
                     (None, _) => {}
                 }
@@ -254,15 +266,22 @@ impl Database {
                 }
             }
         }
-        Err(LookupError::Unavailable(join(&refusals, "no address left to try".into())))
+        Err(LookupError::Unavailable(join(
+            &refusals,
+            "no address left to try".into(),
+        )))
     }
 
     /// New connections of the pool go to `address`; the host name stays for TLS and logs.
     fn point_at(&self, address: IpAddr) {
         let host = address.to_string();
         match &self.pools {
-            Pools::Postgres(pool) => pool.set_connect_options((*pool.connect_options()).clone().host(&host)),
-            Pools::MySql(pool) => pool.set_connect_options((*pool.connect_options()).clone().host(&host)),
+            Pools::Postgres(pool) => {
+                pool.set_connect_options((*pool.connect_options()).clone().host(&host))
+            }
+            Pools::MySql(pool) => {
+                pool.set_connect_options((*pool.connect_options()).clone().host(&host))
+            }
             Pools::Sqlite(_) => {}
         }
     }
@@ -580,7 +599,12 @@ fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// The refusals met so far, then the final problem.
 fn join(refusals: &[String], last: String) -> String {
-    refusals.iter().cloned().chain(std::iter::once(last)).collect::<Vec<_>>().join("; ")
+    refusals
+        .iter()
+        .cloned()
+        .chain(std::iter::once(last))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Removes the URL (and so any password in it) from an error text.

@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use hickory_resolver::TokioResolver;
 use hickory_resolver::config::{
-    ConnectionConfig, LookupIpStrategy, NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts,
+    ConnectionConfig, LookupIpStrategy, NameServerConfig, ResolveHosts, ResolverConfig,
+    ResolverOpts,
 };
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use tokio::time::Instant;
@@ -121,7 +122,8 @@ pub fn resolver(dns: &DnsSettings) -> Result<TokioResolver, ResolverError> {
     options.use_hosts_file = ResolveHosts::Always;
     options.cache_size = 64;
     let builder = if dns.servers.is_empty() {
-        TokioResolver::builder_tokio().map_err(|e| ResolverError(format!("reading resolv.conf: {e}")))?
+        TokioResolver::builder_tokio()
+            .map_err(|e| ResolverError(format!("reading resolv.conf: {e}")))?
     } else {
         let servers = dns
             .servers
@@ -171,7 +173,11 @@ impl AddressChain {
     /// never one set aside.
     pub async fn choose(&self) -> Result<Chosen, NoAddress> {
         let Some(resolver) = &self.resolver else {
-            let address = self.host.trim_matches(['[', ']']).parse().expect("checked literal");
+            let address = self
+                .host
+                .trim_matches(['[', ']'])
+                .parse()
+                .expect("checked literal");
             return Ok(Chosen {
                 address,
                 source: AddressSource::Literal,
@@ -182,7 +188,9 @@ impl AddressChain {
         let started = Instant::now();
         let (skip_dns, last_good) = {
             let state = self.lock();
-            let recently_failed = state.dns_failed_at.is_some_and(|t| t.elapsed() < DNS_RECHECK);
+            let recently_failed = state
+                .dns_failed_at
+                .is_some_and(|t| t.elapsed() < DNS_RECHECK);
             let at_hand = self.stale_or_fallback(&state).is_some();
             (recently_failed && at_hand, state.last_good)
         };
@@ -244,7 +252,10 @@ impl AddressChain {
             }
             Err(_) => {
                 self.refused(address);
-                Err(format!("{target} did not answer within {} ms", PROBE_TIMEOUT.as_millis()))
+                Err(format!(
+                    "{target} did not answer within {} ms",
+                    PROBE_TIMEOUT.as_millis()
+                ))
             }
         }
     }
@@ -264,7 +275,12 @@ impl AddressChain {
 
     /// The last known good address, or else the first fallback not set aside.
     fn stale_or_fallback(&self, state: &State) -> Option<(IpAddr, AddressSource)> {
-        let usable = |a: &IpAddr| state.set_aside.get(a).is_none_or(|until| *until <= Instant::now());
+        let usable = |a: &IpAddr| {
+            state
+                .set_aside
+                .get(a)
+                .is_none_or(|until| *until <= Instant::now())
+        };
         state
             .last_good
             .filter(usable)
