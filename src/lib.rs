@@ -11,6 +11,7 @@ pub mod aws;
 pub mod check;
 pub mod config;
 pub mod dlq;
+pub mod doctor;
 pub mod event;
 pub mod failure;
 pub mod lambda;

@@ -304,6 +304,18 @@ impl Database {
         }
     }
 
+    /// Opens (or reuses) a connection: address, TLS and login.
+    pub async fn ping(&self) -> Result<(), LookupError> {
+        let address = self.route().await?;
+        let result = match &self.pools {
+            Pools::Postgres(pool) => pool.acquire().await.map(drop),
+            Pools::MySql(pool) => pool.acquire().await.map(drop),
+            Pools::Sqlite(pool) => pool.acquire().await.map(drop),
+        };
+        self.settle_address(address, result.as_ref().err());
+        result.map_err(|e| Failed::Sql(e).into_lookup("(check)"))
+    }
+
     /// Which engine this is, for logs and checks.
     pub fn engine(&self) -> &'static str {
         match self.pools {

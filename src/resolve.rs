@@ -169,6 +169,15 @@ impl AddressChain {
         &self.host
     }
 
+    /// Whether the host is an address already (nothing to resolve).
+    pub fn is_literal(&self) -> bool {
+        self.resolver.is_none()
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// Picks the address to connect to: a fresh answer, else the last known good, else a fallback;
     /// never one set aside.
     pub async fn choose(&self) -> Result<Chosen, NoAddress> {

@@ -223,3 +223,51 @@ async fn a_bad_rules_file_stops_init_with_an_error_that_names_it_and_no_secret()
         "{log}"
     );
 }
+
+#[tokio::test]
+async fn the_doctor_event_returns_the_report_from_inside_the_function() {
+    let queues = queues(5, 30).await;
+    let slack = SlackStandIn::start(vec![]).await;
+    let api = RuntimeApi::start().await;
+    let mut lambda = Lambda::start(
+        &api,
+        &[
+            (
+                "OPSRELAY_DATABASE_URL",
+                fresh_database(Engine::Postgres).await,
+            ),
+            ("OPSRELAY_DB_CA_FILE", service("OPSRELAY_TEST_CA_FILE")),
+            ("OPSRELAY_SLACK_WEBHOOK_URL", slack.url.clone()),
+            ("OPSRELAY_SLACK_WEBHOOK_URL_REVOKED", slack.url.clone()),
+            ("OPSRELAY_DLQ_URL", queues.dlq.clone()),
+        ],
+    )
+    .await;
+    api.invoke(
+        "doctor-1",
+        json!({ "opsrelay": "doctor" }),
+        Duration::from_secs(10),
+    );
+    let posted = api.posted(1, Duration::from_secs(30)).await;
+    let _ = lambda.child.start_kill();
+    let Some(Posted::Response { body, .. }) = posted.first() else {
+        panic!("{posted:?}\n{}", lambda.log())
+    };
+    assert_eq!(body["ok"], true, "{body:#}");
+    let names: Vec<&str> = body["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"login (postgres)") && names.contains(&"dlq"),
+        "{names:?}"
+    );
+    assert!(
+        names
+            .iter()
+            .any(|n| n.starts_with("query of rule order.created")),
+        "{names:?}"
+    );
+}

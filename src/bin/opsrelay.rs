@@ -41,6 +41,13 @@ enum Command {
         #[arg(long)]
         row: Option<PathBuf>,
     },
+    /// Check, one line each, everything the relay must reach: DNS, the database address, TCP, TLS,
+    /// login, the rules' queries, the Slack hosts and the DLQ. Exit 1 when anything fails.
+    Doctor {
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Long-poll an SQS queue and process it with the Lambda's semantics.
     Worker {
         /// The source queue.
@@ -107,6 +114,21 @@ async fn run(command: Command) -> Result<ExitCode, anyhow::Error> {
         }
         Command::Check => opsrelay::check::run().await,
         Command::Render { event, row } => opsrelay::check::render(&event, row.as_deref()).await,
+        Command::Doctor { json } => {
+            let sdk = opsrelay::aws::sdk_config().await;
+            let relay = opsrelay::startup::relay_from_env(&sdk).await?;
+            let report = opsrelay::doctor::run(&relay).await;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.text());
+            }
+            Ok(if report.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
         Command::Worker {
             queue_url,
             wait_seconds,
