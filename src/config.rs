@@ -115,7 +115,7 @@ impl Settings {
                         get("OPSRELAY_DNS_SERVERS"),
                         name_server,
                     )?,
-                    timeout_ms: number("OPSRELAY_DNS_TIMEOUT_MS", 200, 10, 10_000)?,
+                    timeout_ms: number("OPSRELAY_DNS_TIMEOUT_MS", 150, 10, 10_000)?,
                     attempts: number("OPSRELAY_DNS_ATTEMPTS", 1, 1, 5)? as usize,
                 },
                 set_aside_seconds: number("OPSRELAY_DB_SET_ASIDE_SECONDS", 30, 0, 3_600)?,

@@ -33,7 +33,7 @@ pub struct DnsSettings {
     pub servers: Vec<SocketAddr>,
     /// One query's timeout (`OPSRELAY_DNS_TIMEOUT_MS`).
     pub timeout_ms: u64,
-    /// Tries per name server (`OPSRELAY_DNS_ATTEMPTS`).
+    /// Tries per name server (`OPSRELAY_DNS_ATTEMPTS`); 1 = no retry.
     pub attempts: usize,
 }
 
@@ -117,7 +117,8 @@ impl std::fmt::Debug for AddressChain {
 pub fn resolver(dns: &DnsSettings) -> Result<TokioResolver, ResolverError> {
     let mut options = ResolverOpts::default();
     options.timeout = Duration::from_millis(dns.timeout_ms);
-    options.attempts = dns.attempts;
+    // hickory counts retries after the first try: 2 (its default) means three tries.
+    options.attempts = dns.attempts.saturating_sub(1);
     options.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
     options.use_hosts_file = ResolveHosts::Always;
     options.cache_size = 64;

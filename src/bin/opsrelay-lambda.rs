@@ -1,5 +1,9 @@
 //! The opsrelay Lambda: builds everything once at init, then handles SQS batches.
 
+// The async state machine of `main` is deep enough that release builds need more than the
+// default query depth to lay it out.
+#![recursion_limit = "256"]
+
 use std::process::ExitCode;
 
 use lambda_runtime::{LambdaEvent, service_fn};

@@ -1,5 +1,9 @@
 //! The operator CLI: the local run, rule checks and previews, and the queue worker.
 
+// The async state machine of `main` is deep enough that release builds need more than the
+// default query depth to lay it out.
+#![recursion_limit = "256"]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

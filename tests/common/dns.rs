@@ -1,6 +1,8 @@
 //! A DNS server for the tests, on a loopback UDP port, whose behaviour is switched mid-test: answer
 //! with given addresses, drop every query (a black hole: the client times out), SERVFAIL or NXDOMAIN.
 
+#![allow(dead_code)]
+
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,6 +17,8 @@ use tokio::net::UdpSocket;
 pub enum DnsMode {
     /// A records with these addresses (TTL 0, so every lookup asks again).
     Answer(Vec<Ipv4Addr>),
+    /// A records with a TTL of 300 s, so the resolver's cache answers after the first lookup.
+    Cacheable(Vec<Ipv4Addr>),
     /// No answer at all.
     Drop,
     ServFail,
@@ -72,14 +76,19 @@ fn answer(query: &Message, mode: &DnsMode) -> Option<Vec<u8>> {
         DnsMode::Drop => return None,
         DnsMode::ServFail => Message::error_msg(id, op, ResponseCode::ServFail),
         DnsMode::NxDomain => Message::error_msg(id, op, ResponseCode::NXDomain),
-        DnsMode::Answer(addresses) => {
+        DnsMode::Answer(addresses) | DnsMode::Cacheable(addresses) => {
+            let ttl = if matches!(mode, DnsMode::Cacheable(_)) {
+                300
+            } else {
+                0
+            };
             let mut reply = Message::response(id, op);
             for question in &query.queries {
                 if question.query_type() == RecordType::A {
                     for address in addresses {
                         reply.add_answer(Record::from_rdata(
                             question.name().clone(),
-                            0,
+                            ttl,
                             RData::A(A(*address)),
                         ));
                     }
