@@ -126,6 +126,7 @@ pub async fn run(
     };
     let workers = (0..plan.concurrency.max(1)).map(|_| mover.worker());
     futures::future::join_all(workers).await;
+    mover.settle_late().await;
     let state = mover.state.into_inner().unwrap_or_else(|e| e.into_inner());
     if let Source::Queue { queue, .. } = source {
         let held: Vec<String> = state.held.into_values().collect();
@@ -162,6 +163,11 @@ struct State {
     held: HashMap<String, String>,
     /// The [`Mover::key`]s of the letters put in this run.
     put: HashSet<String>,
+    /// The [`Mover::key`]s of the letters being put.
+    in_flight: HashSet<String>,
+    /// Copies of letters being put, received again meanwhile (SQS delivers at least once): settled
+    /// when the run ends, by what became of the first copy.
+    late: Vec<Letter>,
     listed: Vec<Letter>,
     failures: Vec<String>,
     error: Option<Error>,
@@ -238,6 +244,10 @@ impl Mover<'_> {
                     again.push(letter);
                     continue;
                 }
+                if state.in_flight.contains(&key) {
+                    state.late.push(letter);
+                    continue;
+                }
                 if let Some(handle) = state.held.get_mut(&key) {
                     // Back after its visibility timeout: only its receipt handle is new.
                     *handle = letter.handle;
@@ -245,7 +255,10 @@ impl Mover<'_> {
                 }
                 state.counts.read += 1;
                 match self.choose(&letter) {
-                    None => taken.push(letter),
+                    None => {
+                        state.in_flight.insert(key);
+                        taken.push(letter);
+                    }
                     Some(leave) => {
                         let counts = &mut state.counts;
                         match leave {
@@ -284,6 +297,7 @@ impl Mover<'_> {
             let put: HashSet<usize> = outcome.done.into_iter().collect();
             for (i, letter) in taken.into_iter().enumerate() {
                 let key = self.key(&letter);
+                state.in_flight.remove(&key);
                 if put.contains(&i) {
                     state.put.insert(key);
                     done.push(letter);
@@ -300,6 +314,22 @@ impl Mover<'_> {
         self.settle(&done, false).await;
         if let Some(error) = outcome.fatal {
             self.end(error);
+        }
+    }
+
+    /// Second copies of letters that were being put: removed when the first copy was put, held
+    /// (given back) otherwise.
+    async fn settle_late(&self) {
+        let late = std::mem::take(&mut self.state().late);
+        let (put, not_put): (Vec<Letter>, Vec<Letter>) = {
+            let state = self.state();
+            late.into_iter()
+                .partition(|letter| state.put.contains(&self.key(letter)))
+        };
+        self.settle(&put, true).await;
+        let mut state = self.state();
+        for letter in not_put {
+            state.held.insert(self.key(&letter), letter.handle);
         }
     }
 
