@@ -19,6 +19,7 @@ pub mod local;
 pub mod lookup;
 pub mod pace;
 pub mod pipeline;
+pub mod redrive;
 pub mod render;
 pub mod resolve;
 pub mod retry;

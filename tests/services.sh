@@ -107,7 +107,7 @@ _svc_log "MariaDB on 127.0.0.1:$my_port"
 
 # moto: SQS, SNS and Secrets Manager.
 moto_port=$(_svc_port)
-moto_server -H 127.0.0.1 -p "$moto_port" >"$OPSRELAY_SERVICES_DIR/moto.log" 2>&1 &
+python3 tests/fixtures/dlq_moto_server.py -H 127.0.0.1 -p "$moto_port" >"$OPSRELAY_SERVICES_DIR/moto.log" 2>&1 &
 _svc_pids+=($!)
 _svc_wait moto 60 curl -sf "http://127.0.0.1:$moto_port/moto-api/" || { cat "$OPSRELAY_SERVICES_DIR/moto.log" >&2; exit 1; }
 export OPSRELAY_TEST_AWS_ENDPOINT="http://127.0.0.1:$moto_port"

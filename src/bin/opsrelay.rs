@@ -67,6 +67,8 @@ enum Command {
         #[arg(long)]
         max_batches: Option<u64>,
     },
+    /// Inspect, export, filter and redrive the dead-letter queue.
+    Dlq(opsrelay::redrive::DlqArgs),
 }
 
 #[tokio::main]
@@ -158,5 +160,6 @@ async fn run(command: Command) -> Result<ExitCode, anyhow::Error> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Dlq(args) => Ok(opsrelay::redrive::run(args).await?),
     }
 }

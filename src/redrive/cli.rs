@@ -1,0 +1,531 @@
+//! The `opsrelay dlq` subcommands: their arguments, and each command from its arguments to what it
+//! prints. A command that moves messages stops after the batch in flight on Ctrl-C.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::error::Error;
+use super::file::{AppendFile, FileSource};
+use super::filter::Filter;
+use super::inspect::{self, Output, Stats};
+use super::letter::Summary;
+use super::mover::{self, Destination, Plan, Report, Source};
+use super::native;
+use super::progress;
+use super::queue::{BATCH, Queue};
+
+/// A receive that finds nothing after this long ends a run.
+const WAIT: Duration = Duration::from_secs(1);
+/// Messages read by `peek` are hidden at most this long (they are given back as soon as it is done).
+const PEEK_HOLD: Duration = Duration::from_secs(30);
+/// Messages read by the other commands are hidden at least this long: long enough to send and delete
+/// a batch.
+const MIN_HOLD: Duration = Duration::from_secs(60);
+/// The exit code of a run stopped by Ctrl-C.
+const INTERRUPTED: u8 = 130;
+
+/// `opsrelay dlq`: inspect, export, filter and redrive the dead-letter queue.
+#[derive(Debug, clap::Args)]
+pub struct DlqArgs {
+    #[command(subcommand)]
+    pub command: DlqCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum DlqCommand {
+    /// Depth, the oldest message, and counts by event type and by failure.
+    Stats {
+        #[command(flatten)]
+        origin: Origin,
+        /// Read at most this many messages to count them.
+        #[arg(long, default_value_t = 10_000)]
+        max: u64,
+        #[arg(long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// List messages (id, event type, class, reason, age, receive count) without consuming them.
+    Peek {
+        #[command(flatten)]
+        origin: Origin,
+        #[command(flatten)]
+        filter: Filter,
+        /// List at most this many.
+        #[arg(long, default_value_t = 10)]
+        max: u64,
+        #[arg(long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Write messages to a file as JSON lines: body, attributes and failure record.
+    Export {
+        /// The dead-letter queue's URL.
+        #[arg(long, env = "OPSRELAY_DLQ_URL")]
+        dlq: String,
+        /// The file; appended to when it exists.
+        #[arg(long)]
+        to: PathBuf,
+        /// Delete each message from the DLQ once its line is on disk.
+        #[arg(long)]
+        delete: bool,
+        #[command(flatten)]
+        filter: Filter,
+        /// Export at most this many.
+        #[arg(long)]
+        max: Option<u64>,
+    },
+    /// Send messages back to the queue that dead-lettered them (or to --to): sent first, deleted
+    /// after.
+    Redrive {
+        /// The dead-letter queue's URL.
+        #[arg(long, env = "OPSRELAY_DLQ_URL")]
+        dlq: String,
+        /// The destination; by default the one queue whose redrive policy names the DLQ.
+        #[arg(long)]
+        to: Option<String>,
+        #[command(flatten)]
+        moving: MoveArgs,
+        /// Let SQS move everything instead (StartMessageMoveTask): no filter, no preview.
+        #[arg(long, conflicts_with_all = [
+            "dry_run", "max", "event_type", "class", "reason", "older_than", "newer_than"
+        ])]
+        native: bool,
+    },
+    /// Send an export, or the local dead-letter file, to a queue. A rerun skips the lines already
+    /// sent (listed in FILE.imported).
+    Import {
+        #[arg(long)]
+        from: PathBuf,
+        /// The destination queue's URL.
+        #[arg(long)]
+        to: String,
+        #[command(flatten)]
+        moving: MoveArgs,
+    },
+    /// List the DLQ's message move tasks (native redrive).
+    Tasks {
+        /// The dead-letter queue's URL.
+        #[arg(long, env = "OPSRELAY_DLQ_URL")]
+        dlq: String,
+        #[arg(long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Cancel a running message move task; the messages it moved stay moved.
+    Cancel {
+        /// The dead-letter queue's URL.
+        #[arg(long, env = "OPSRELAY_DLQ_URL")]
+        dlq: String,
+        /// The task's handle; by default the DLQ's running task.
+        #[arg(long)]
+        task: Option<String>,
+    },
+}
+
+/// Where `stats` and `peek` read.
+#[derive(Debug, clap::Args)]
+pub struct Origin {
+    /// The dead-letter queue's URL.
+    #[arg(long, env = "OPSRELAY_DLQ_URL", required_unless_present = "file")]
+    dlq: Option<String>,
+    /// A file instead: an export, or the local dead-letter file.
+    #[arg(long)]
+    file: Option<PathBuf>,
+}
+
+/// How `redrive` and `import` move messages.
+#[derive(Debug, clap::Args)]
+pub struct MoveArgs {
+    #[command(flatten)]
+    filter: Filter,
+    /// Move at most this many.
+    #[arg(long)]
+    max: Option<u64>,
+    /// Print what would move; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Messages a second (`50` or `50/s`).
+    #[arg(long, value_parser = parse_rate)]
+    rate: Option<u32>,
+    /// Leave (with a warning) messages already sent back this many times.
+    #[arg(long, default_value_t = 3)]
+    max_redrives: u32,
+    /// Batches of ten in flight at once.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    concurrency: u16,
+}
+
+/// Runs one `opsrelay dlq` command.
+pub async fn run(args: DlqArgs) -> Result<ExitCode, Error> {
+    match args.command {
+        DlqCommand::Stats {
+            origin,
+            max,
+            output,
+        } => {
+            let source = origin.open(MIN_HOLD).await?;
+            let depth = match &source {
+                Source::Queue { queue, .. } => Some(queue.depth().await?),
+                Source::File(_) => None,
+            };
+            let plan = look(Filter::default(), max);
+            let report = list(&source, &plan).await?;
+            let stats = Stats::of(depth, &report.listed, chrono::Utc::now());
+            match output {
+                Output::Table => print!("{}", stats.table()),
+                Output::Json => println!("{}", json(&stats)),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        DlqCommand::Peek {
+            origin,
+            filter,
+            max,
+            output,
+        } => {
+            let source = origin.open(PEEK_HOLD).await?;
+            let plan = Plan {
+                concurrency: 1,
+                ..look(filter, max)
+            };
+            let report = list(&source, &plan).await?;
+            print_messages(&report, output);
+            Ok(ExitCode::SUCCESS)
+        }
+        DlqCommand::Export {
+            dlq,
+            to,
+            delete,
+            filter,
+            max,
+        } => {
+            let dlq = open(&dlq).await?;
+            let total = dlq.depth().await?.visible;
+            let plan = Plan {
+                filter,
+                max,
+                max_redrives: None,
+                rate: None,
+                concurrency: 4,
+                remove: delete,
+            };
+            let source = Source::Queue {
+                queue: dlq,
+                visibility: MIN_HOLD,
+                wait: WAIT,
+            };
+            let destination = Destination::File(AppendFile::new(&to));
+            let report = transfer(&source, &destination, &plan, Some(total)).await;
+            finish(report, "exported", &to.display().to_string())
+        }
+        DlqCommand::Redrive {
+            dlq,
+            to,
+            moving,
+            native,
+        } => {
+            let dlq = open(&dlq).await?;
+            if native {
+                return start_native(&dlq, to.as_deref(), moving.rate).await;
+            }
+            let destination = destination_of(&dlq, to.as_deref()).await?;
+            let total = dlq.depth().await?.visible;
+            let source = Source::Queue {
+                queue: dlq,
+                visibility: moving.hold(),
+                wait: WAIT,
+            };
+            moving.run(&source, destination, Some(total)).await
+        }
+        DlqCommand::Import { from, to, moving } => {
+            let journal = journal_of(&from);
+            let file = FileSource::open(&from, Some(&journal)).await?;
+            if file.already_sent > 0 {
+                eprintln!(
+                    "Skipping {} of {} lines sent by an earlier import (listed in {}; delete it to send them again).",
+                    file.already_sent,
+                    file.total,
+                    journal.display()
+                );
+            }
+            let total = (file.total - file.already_sent) as u64;
+            let destination = Queue::open(&client().await, &to).await?;
+            moving
+                .run(&Source::File(file), destination, Some(total))
+                .await
+        }
+        DlqCommand::Tasks { dlq, output } => {
+            let tasks = native::tasks(&open(&dlq).await?).await?;
+            match output {
+                Output::Table => print!("{}", inspect::tasks(&tasks)),
+                Output::Json => println!("{}", json(&tasks)),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        DlqCommand::Cancel { dlq, task } => {
+            let (handle, moved) = native::cancel(&open(&dlq).await?, task.as_deref()).await?;
+            println!(
+                "Cancelled task {handle}; it had moved about {moved} messages (they stay moved)."
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+impl Origin {
+    /// The queue (messages hidden for `hold` while read) or the file.
+    async fn open(&self, hold: Duration) -> Result<Source, Error> {
+        Ok(match (&self.file, &self.dlq) {
+            (Some(file), _) => Source::File(FileSource::open(file, None).await?),
+            (None, Some(url)) => Source::Queue {
+                queue: open(url).await?,
+                visibility: hold,
+                wait: WAIT,
+            },
+            (None, None) => unreachable!("clap requires --dlq or --file"),
+        })
+    }
+}
+
+impl MoveArgs {
+    fn plan(&self) -> Plan {
+        Plan {
+            filter: self.filter.clone(),
+            max: self.max,
+            max_redrives: Some(self.max_redrives),
+            rate: self.rate,
+            concurrency: self.concurrency.into(),
+            remove: !self.dry_run,
+        }
+    }
+
+    /// How long a received message is hidden: long enough for the batches queued behind the rate.
+    fn hold(&self) -> Duration {
+        let queued = f64::from(self.concurrency) * BATCH as f64;
+        let paced = self
+            .rate
+            .map_or(0.0, |rate| 2.0 * queued / f64::from(rate.max(1)));
+        MIN_HOLD.max(Duration::from_secs_f64(paced))
+    }
+
+    /// Moves from `source` to `destination`, or lists what would move with `--dry-run`.
+    async fn run(
+        &self,
+        source: &Source,
+        destination: Queue,
+        total: Option<u64>,
+    ) -> Result<ExitCode, Error> {
+        let plan = self.plan();
+        if self.dry_run {
+            let report = list(source, &plan).await?;
+            print_messages(&report, Output::Table);
+            println!(
+                "Would move {} of {} messages read to {}; nothing was changed.",
+                report.counts.moved, report.counts.read, destination.url
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        let to = destination.url.clone();
+        let destination = Destination::Queue(destination);
+        let total = match (total, self.max) {
+            (Some(total), Some(max)) => Some(total.min(max)),
+            (total, max) => total.or(max),
+        };
+        let report = transfer(source, &destination, &plan, total).await;
+        finish(report, "moved", &to)
+    }
+}
+
+/// The plan of a read-only look at up to `max` messages.
+fn look(filter: Filter, max: u64) -> Plan {
+    Plan {
+        filter,
+        max: Some(max),
+        max_redrives: None,
+        rate: None,
+        concurrency: 4,
+        remove: false,
+    }
+}
+
+/// Lists what `plan` selects, changing nothing; every message read is given back at the end.
+async fn list(source: &Source, plan: &Plan) -> Result<Report, Error> {
+    let mut report = mover::run(
+        source,
+        &Destination::List,
+        plan,
+        &CancellationToken::new(),
+        &NoProgress,
+    )
+    .await;
+    match report.error.take() {
+        Some(error) => Err(error),
+        None => Ok(report),
+    }
+}
+
+struct NoProgress;
+
+impl mover::Progress for NoProgress {
+    fn update(&self, _: &mover::Counts) {}
+}
+
+/// A moving run with a progress display, stopped after the batch in flight by Ctrl-C.
+async fn transfer(
+    source: &Source,
+    destination: &Destination,
+    plan: &Plan,
+    total: Option<u64>,
+) -> Report {
+    let stop = CancellationToken::new();
+    let on_ctrl_c = stop.clone();
+    let watcher = tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("Stopping after the batch in flight (Ctrl-C again to stop at once)…");
+            on_ctrl_c.cancel();
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!(
+                    "Stopped at once: messages sent but not yet deleted are sent again by the next run."
+                );
+                std::process::exit(INTERRUPTED.into());
+            }
+        }
+    });
+    let progress = progress::on_stderr(total);
+    let report = mover::run(source, destination, plan, &stop, progress.as_ref()).await;
+    drop(progress);
+    watcher.abort();
+    report
+}
+
+/// Prints what a moving run did; its exit code.
+fn finish(report: Report, verb: &str, to: &str) -> Result<ExitCode, Error> {
+    let counts = &report.counts;
+    println!(
+        "{} {} messages to {to}; of the {} read, {}.",
+        capitalized(verb),
+        counts.moved,
+        counts.read,
+        progress::describe(counts)
+    );
+    if !report.failures.is_empty() {
+        eprintln!(
+            "{} messages could not be {verb} and are still in the DLQ:",
+            counts.failed
+        );
+        for failure in &report.failures {
+            eprintln!("  {failure}");
+        }
+    }
+    if counts.not_removed > 0 {
+        eprintln!(
+            "{} messages were {verb} but could not be removed from the DLQ: a rerun sends them again.",
+            counts.not_removed
+        );
+    }
+    if let Some(error) = report.error {
+        return Err(error);
+    }
+    if report.stopped {
+        println!(
+            "Stopped by Ctrl-C after the batch in flight: run the same command again to continue."
+        );
+        return Ok(ExitCode::from(INTERRUPTED));
+    }
+    Ok(if counts.failed > 0 || counts.not_removed > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn print_messages(report: &Report, output: Output) {
+    let now = chrono::Utc::now();
+    let summaries: Vec<Summary> = report.listed.iter().map(|l| Summary::of(l, now)).collect();
+    match output {
+        Output::Table => print!("{}", inspect::messages(&summaries)),
+        Output::Json => println!("{}", json(&summaries)),
+    }
+}
+
+async fn start_native(dlq: &Queue, to: Option<&str>, rate: Option<u32>) -> Result<ExitCode, Error> {
+    let destination = match to {
+        Some(_) => Some(destination_of(dlq, to).await?),
+        None if dlq.sources().await?.is_empty() => return Err(Error::NotADlq(dlq.url.clone())),
+        None => None,
+    };
+    let handle = native::start(dlq, destination.as_ref(), rate).await?;
+    println!(
+        "Started message move task {handle} from {} to {}{}. `opsrelay dlq tasks` shows its progress; `opsrelay dlq cancel` stops it.",
+        dlq.url,
+        destination
+            .as_ref()
+            .map_or("its source queues", |q| q.url.as_str()),
+        rate.map_or(String::new(), |r| format!(" at {r} messages a second")),
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The destination of a redrive: `to`, or the one queue whose redrive policy names the DLQ; never the
+/// DLQ itself.
+pub async fn destination_of(dlq: &Queue, to: Option<&str>) -> Result<Queue, Error> {
+    let url = match to {
+        Some(url) => url.to_string(),
+        None => {
+            let mut sources = dlq.sources().await?;
+            match sources.len() {
+                0 => return Err(Error::NotADlq(dlq.url.clone())),
+                1 => sources.remove(0),
+                _ => {
+                    return Err(Error::SeveralSources {
+                        dlq: dlq.url.clone(),
+                        sources,
+                    });
+                }
+            }
+        }
+    };
+    let queue = Queue::open(&dlq.client, &url).await?;
+    if queue.url == dlq.url || (!queue.arn.is_empty() && queue.arn == dlq.arn) {
+        return Err(Error::SameQueue(dlq.url.clone()));
+    }
+    Ok(queue)
+}
+
+/// Where an import lists the lines it sent.
+pub fn journal_of(file: &Path) -> PathBuf {
+    let mut name = file.as_os_str().to_owned();
+    name.push(".imported");
+    PathBuf::from(name)
+}
+
+async fn client() -> aws_sdk_sqs::Client {
+    aws_sdk_sqs::Client::new(&crate::aws::sdk_config().await)
+}
+
+async fn open(url: &str) -> Result<Queue, Error> {
+    Queue::open(&client().await, url).await
+}
+
+/// `50` or `50/s`.
+fn parse_rate(text: &str) -> Result<u32, String> {
+    let number = text.trim().trim_end_matches("/s");
+    match number.parse::<u32>() {
+        Ok(rate) if rate > 0 => Ok(rate),
+        _ => Err(format!(
+            "`{text}` is not a rate: write messages a second, e.g. 50 or 50/s"
+        )),
+    }
+}
+
+fn json(value: &impl serde::Serialize) -> String {
+    serde_json::to_string_pretty(value).unwrap_or_default()
+}
+
+fn capitalized(word: &str) -> String {
+    let mut chars = word.chars();
+    chars
+        .next()
+        .map(|c| c.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
+}

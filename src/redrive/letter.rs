@@ -1,0 +1,300 @@
+//! One dead letter as the `dlq` commands see it, from the DLQ or from a file: body, the message's own
+//! attributes, and the `opsrelay-failure` record when it has one. It is also the export line, a superset
+//! of the local dead-letter file's line ([`crate::dlq::DeadLetter`]), so both files read the same way.
+//! Here too is what a redrive sends: the failure record removed, the redrive counter added.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use aws_lambda_events::sqs::{SqsMessage, SqsMessageAttribute};
+use aws_sdk_sqs::types::{Message, MessageAttributeValue};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::event::Delivery;
+use crate::failure::{FAILURE_ATTRIBUTE, FailureRecord};
+
+/// The attribute that counts how often a message was sent back by `opsrelay dlq`.
+pub const REDRIVE_ATTRIBUTE: &str = "opsrelay-redrive-count";
+/// SQS allows this many message attributes.
+const MAX_ATTRIBUTES: usize = 10;
+/// A FIFO message whose group is unknown (a line of the local dead-letter file) goes to this group,
+/// as [`crate::dlq`] does.
+const DEFAULT_GROUP: &str = "opsrelay";
+/// How messages without a failure record (moved by SQS itself) are shown and filtered.
+pub const NO_REASON: &str = "no reason";
+
+/// One dead letter; serialized, one export line.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Letter {
+    pub message_id: String,
+    pub body: String,
+    /// The message's own attributes (`opsrelay-failure` is in `failure`).
+    #[serde(default)]
+    pub message_attributes: BTreeMap<String, SqsMessageAttribute>,
+    /// Why it failed; `None` for a message that SQS moved after `maxReceiveCount` receives.
+    #[serde(default)]
+    pub failure: Option<FailureRecord>,
+    /// When SQS accepted it (a message moved by SQS keeps its original time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_at: Option<DateTime<Utc>>,
+    /// SQS's `ApproximateReceiveCount` when it was read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receive_count: Option<u32>,
+    /// FIFO queues only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_group_id: Option<String>,
+    /// What removes it from where it was read: the receipt handle, or the line number in a file.
+    #[serde(skip)]
+    pub handle: String,
+}
+
+/// What a redrive sends for one letter.
+#[derive(Clone, Debug)]
+pub struct Outgoing {
+    pub body: String,
+    pub attributes: HashMap<String, MessageAttributeValue>,
+    /// FIFO destinations only: the letter's group and a deduplication id unique to this redrive.
+    pub fifo: Option<(String, String)>,
+    /// `false` when the message already has 10 attributes: SQS has no room for the counter.
+    pub counted: bool,
+}
+
+impl Letter {
+    /// A message received from the DLQ.
+    pub fn from_sqs(message: &Message) -> Self {
+        let mut record = crate::worker::lambda_record(message);
+        let delivery = Delivery::of(&record);
+        let failure = record
+            .message_attributes
+            .get(FAILURE_ATTRIBUTE)
+            .and_then(|a| a.string_value.as_deref())
+            .and_then(|json| serde_json::from_str::<FailureRecord>(json).ok());
+        if failure.is_some() {
+            record.message_attributes.remove(FAILURE_ATTRIBUTE);
+        }
+        Letter {
+            message_id: delivery.message_id,
+            body: record.body.unwrap_or_default(),
+            message_attributes: record.message_attributes.into_iter().collect(),
+            failure,
+            sent_at: delivery.sent_at,
+            receive_count: Some(delivery.receive_count),
+            message_group_id: delivery.group_id,
+            handle: record.receipt_handle.unwrap_or_default(),
+        }
+    }
+
+    /// The event type: from the failure record, else read from the message as the pipeline would.
+    pub fn event_type(&self) -> Option<String> {
+        if let Some(kind) = self.failure.as_ref().and_then(|f| f.event_type.clone()) {
+            return Some(kind);
+        }
+        let mut record = SqsMessage::default();
+        record.body = Some(self.body.clone());
+        record.message_attributes = self.message_attributes.clone().into_iter().collect();
+        crate::event::parse(&record)
+            .ok()
+            .map(|event| event.kind.as_str().to_string())
+    }
+
+    /// `transient`, `permanent`, or [`NO_REASON`].
+    pub fn class(&self) -> &str {
+        self.failure
+            .as_ref()
+            .map_or(NO_REASON, |f| f.class.as_str())
+    }
+
+    /// The failure's code, or [`NO_REASON`].
+    pub fn code(&self) -> &str {
+        self.failure.as_ref().map_or(NO_REASON, |f| f.code.as_str())
+    }
+
+    /// The failure's reason, or [`NO_REASON`].
+    pub fn reason(&self) -> &str {
+        self.failure
+            .as_ref()
+            .map_or(NO_REASON, |f| f.reason.as_str())
+    }
+
+    /// Time since it failed (since SQS accepted it, for a message without a failure record).
+    pub fn age(&self, now: DateTime<Utc>) -> Option<Duration> {
+        let since = self
+            .failure
+            .as_ref()
+            .map(|f| f.failed_at)
+            .or(self.sent_at)?;
+        (now - since).to_std().ok().or(Some(Duration::ZERO))
+    }
+
+    /// How often `opsrelay dlq` already sent it back (the counter may have been kept inside the
+    /// failure record when the message had no room for it).
+    pub fn redrives(&self) -> u32 {
+        self.original_attributes()
+            .get(REDRIVE_ATTRIBUTE)
+            .and_then(|a| a.string_value.as_deref())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// The message's attributes as it was sent, with the ones kept inside the failure record (when
+    /// there was no room beside it) put back.
+    fn original_attributes(&self) -> BTreeMap<String, SqsMessageAttribute> {
+        let mut attributes = self.message_attributes.clone();
+        let dropped = self
+            .failure
+            .as_ref()
+            .and_then(|f| f.dropped_attributes.as_ref());
+        for (name, value) in dropped.into_iter().flatten() {
+            if let Ok(value) = serde_json::from_value(value.clone()) {
+                attributes.entry(name.clone()).or_insert(value);
+            }
+        }
+        attributes
+    }
+
+    /// What a redrive sends: the body unchanged, the original attributes, the counter one higher
+    /// (when SQS's 10 attributes leave room), and for a FIFO destination the group and a
+    /// deduplication id that is the same on a rerun but new for the next redrive.
+    pub fn outgoing(&self, fifo: bool) -> Outgoing {
+        let redrives = self.redrives() + 1;
+        let mut attributes: HashMap<String, MessageAttributeValue> = self
+            .original_attributes()
+            .iter()
+            .filter(|(name, _)| name.as_str() != REDRIVE_ATTRIBUTE)
+            .filter_map(|(name, value)| Some((name.clone(), crate::dlq::sdk_attribute(value)?)))
+            .collect();
+        let counted = attributes.len() < MAX_ATTRIBUTES;
+        if counted {
+            let counter = MessageAttributeValue::builder()
+                .data_type("Number")
+                .string_value(redrives.to_string())
+                .build()
+                .expect("data_type is set");
+            attributes.insert(REDRIVE_ATTRIBUTE.to_string(), counter);
+        }
+        let fifo = fifo.then(|| {
+            let group = self.message_group_id.as_deref().unwrap_or(DEFAULT_GROUP);
+            let dedup: String = format!("{}-{redrives}", self.message_id)
+                .chars()
+                .filter(|c| c.is_ascii_graphic())
+                .take(128)
+                .collect();
+            (group.to_string(), dedup)
+        });
+        Outgoing {
+            body: self.body.clone(),
+            attributes,
+            fifo,
+            counted,
+        }
+    }
+}
+
+/// One line of `peek`, `redrive --dry-run` and the like.
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    pub message_id: String,
+    pub event_type: Option<String>,
+    pub class: String,
+    pub code: String,
+    pub reason: String,
+    pub age_seconds: Option<u64>,
+    pub receive_count: Option<u32>,
+    pub redrives: u32,
+}
+
+impl Summary {
+    pub fn of(letter: &Letter, now: DateTime<Utc>) -> Self {
+        Summary {
+            message_id: letter.message_id.clone(),
+            event_type: letter.event_type(),
+            class: letter.class().to_string(),
+            code: letter.code().to_string(),
+            reason: letter.reason().to_string(),
+            age_seconds: letter.age(now).map(|a| a.as_secs()),
+            receive_count: letter
+                .failure
+                .as_ref()
+                .map(|f| f.receive_count)
+                .or(letter.receive_count),
+            redrives: letter.redrives(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn letter(attributes: usize, dropped: usize) -> Letter {
+        let attribute = |i: usize| {
+            (
+                format!("a{i:02}"),
+                json!({"dataType": "String", "stringValue": i.to_string()}),
+            )
+        };
+        let message_attributes: serde_json::Map<String, serde_json::Value> =
+            (0..attributes).map(attribute).collect();
+        let dropped: serde_json::Map<String, serde_json::Value> =
+            (attributes..attributes + dropped).map(attribute).collect();
+        serde_json::from_value(json!({
+            "message_id": "m-1",
+            "body": "{\"type\":\"order.created\",\"id\":\"1\"}",
+            "message_attributes": message_attributes,
+            "failure": {
+                "class": "permanent", "code": "slack_rejected", "reason": "no_service",
+                "event_type": "order.created", "source_message_id": "m-0", "receive_count": 1,
+                "first_failed_at": "2026-01-01T00:00:00Z", "failed_at": "2026-01-01T00:00:00Z",
+                "dropped_attributes": if dropped.is_empty() { None } else { Some(dropped) }
+            }
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_redrive_adds_a_counter_beside_the_original_attributes() {
+        let outgoing = letter(2, 0).outgoing(false);
+        assert_eq!(outgoing.attributes.len(), 3);
+        assert_eq!(
+            outgoing.attributes[REDRIVE_ATTRIBUTE].string_value(),
+            Some("1")
+        );
+        assert!(!outgoing.attributes.contains_key(FAILURE_ATTRIBUTE));
+    }
+
+    #[test]
+    fn attributes_kept_inside_the_failure_record_are_put_back() {
+        let outgoing = letter(9, 1).outgoing(false);
+        assert!(outgoing.attributes.contains_key("a09"));
+        assert!(
+            !outgoing.counted,
+            "ten attributes leave no room for the counter"
+        );
+        assert_eq!(outgoing.attributes.len(), 10);
+    }
+
+    #[test]
+    fn a_counter_kept_inside_the_failure_record_still_counts() {
+        let mut letter = letter(9, 0);
+        let counter = json!({"dataType": "Number", "stringValue": "2"});
+        letter.failure.as_mut().unwrap().dropped_attributes = Some(serde_json::Map::from_iter([(
+            REDRIVE_ATTRIBUTE.to_string(),
+            counter,
+        )]));
+        assert_eq!(letter.redrives(), 2);
+        assert_eq!(
+            letter.outgoing(false).attributes[REDRIVE_ATTRIBUTE].string_value(),
+            Some("3")
+        );
+    }
+
+    #[test]
+    fn a_fifo_redrive_keeps_the_group_and_deduplicates_per_redrive() {
+        let mut letter = letter(0, 0);
+        letter.message_group_id = Some("g-7".into());
+        let (group, dedup) = letter.outgoing(true).fifo.unwrap();
+        assert_eq!((group.as_str(), dedup.as_str()), ("g-7", "m-1-1"));
+    }
+}

@@ -1,0 +1,435 @@
+//! The one loop behind redrive, import, export, peek and stats: read ten dead letters at a time, take
+//! those the plan selects, put them where they go (a queue, a file, or a listing), and only then
+//! remove them from where they were read. A message that could not be put stays where it was; what a
+//! run reads and leaves gets its visibility back when the run ends; a stop lets the batch in flight
+//! finish. Several batches run at once.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use super::error::Error;
+use super::file::{AppendFile, FileSource};
+use super::filter::Filter;
+use super::letter::Letter;
+use super::queue::{BATCH, Outcome, Queue};
+use crate::pace::Pacer;
+
+/// Where dead letters are read.
+#[derive(Debug)]
+pub enum Source {
+    /// A queue: messages are received (hidden for `visibility`); the run ends at the first receive
+    /// that finds none after `wait`.
+    Queue {
+        queue: Queue,
+        visibility: Duration,
+        wait: Duration,
+    },
+    File(FileSource),
+}
+
+/// Where the letters a run takes go.
+#[derive(Debug)]
+pub enum Destination {
+    /// Sent back: `opsrelay-failure` removed, the redrive counter added.
+    Queue(Queue),
+    /// Exported as JSON lines.
+    File(AppendFile),
+    /// Only listed, in [`Report::listed`] (dry run, peek, stats).
+    List,
+}
+
+/// What a run takes and how.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub filter: Filter,
+    /// Take at most this many.
+    pub max: Option<u64>,
+    /// Leave, with a warning, messages already sent back this many times.
+    pub max_redrives: Option<u32>,
+    /// Messages a second.
+    pub rate: Option<u32>,
+    /// Batches in flight at once.
+    pub concurrency: usize,
+    /// Remove what was put from where it was read (delete it from the queue, journal the line).
+    /// Otherwise every message read gets its visibility back when the run ends.
+    pub remove: bool,
+}
+
+/// What a run did so far.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    pub read: u64,
+    /// Put where they go (and removed from where they were, when the plan removes).
+    pub moved: u64,
+    pub not_matching: u64,
+    /// Matching, but beyond `--max`.
+    pub over_max: u64,
+    pub over_max_redrives: u64,
+    /// Could not be put: left where they were.
+    pub failed: u64,
+    /// Put, but could not be removed: they come back in the DLQ and a rerun sends them again.
+    pub not_removed: u64,
+    /// Put earlier in this run but came back (a delete that failed or came too late): removed
+    /// without being put again.
+    pub removed_again: u64,
+    /// Sent without the redrive counter: the message has SQS's maximum of 10 attributes.
+    pub without_counter: u64,
+}
+
+/// Told after each batch (the progress bar; tests use it to interrupt a run).
+pub trait Progress: Sync {
+    fn update(&self, counts: &Counts);
+}
+
+/// What a run did.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub counts: Counts,
+    /// The stop token was cancelled before the source was empty.
+    pub stopped: bool,
+    /// Why messages could not be put (the first few).
+    pub failures: Vec<String>,
+    /// The letters of a [`Destination::List`] run.
+    pub listed: Vec<Letter>,
+    /// What ended the run early (no permission, no queue, a file that cannot be written).
+    pub error: Option<Error>,
+}
+
+/// Reasons why messages could not be put, kept for the report.
+const KEPT_FAILURES: usize = 20;
+
+/// Runs `plan` from `source` to `destination` until the source is empty, `plan.max` is reached or
+/// `stop` is cancelled.
+pub async fn run(
+    source: &Source,
+    destination: &Destination,
+    plan: &Plan,
+    stop: &CancellationToken,
+    progress: &dyn Progress,
+) -> Report {
+    let mover = Mover {
+        source,
+        destination,
+        plan,
+        halt: stop.child_token(),
+        now: Utc::now(),
+        budget: plan.max.map(AtomicU64::new),
+        pacer: plan.rate.map(|rate| Pacer::new(rate.into(), BATCH as u32)),
+        progress,
+        state: Mutex::default(),
+    };
+    let workers = (0..plan.concurrency.max(1)).map(|_| mover.worker());
+    futures::future::join_all(workers).await;
+    mover.settle_late().await;
+    let state = mover.state.into_inner().unwrap_or_else(|e| e.into_inner());
+    if let Source::Queue { queue, .. } = source {
+        let held: Vec<String> = state.held.into_values().collect();
+        queue.release(&held).await;
+    }
+    Report {
+        counts: state.counts,
+        stopped: stop.is_cancelled(),
+        failures: state.failures,
+        listed: state.listed,
+        error: state.error,
+    }
+}
+
+struct Mover<'a> {
+    source: &'a Source,
+    destination: &'a Destination,
+    plan: &'a Plan,
+    /// Cancelled by the caller's stop, or by an error that ends the run.
+    halt: CancellationToken,
+    /// Ages are measured from the start of the run, so that a filter decides the same way on each
+    /// batch.
+    now: DateTime<Utc>,
+    budget: Option<AtomicU64>,
+    pacer: Option<Pacer>,
+    progress: &'a dyn Progress,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    counts: Counts,
+    /// Read and left: [`Mover::key`] → receipt handle, given back at the end.
+    held: HashMap<String, String>,
+    /// The [`Mover::key`]s of the letters put in this run.
+    put: HashSet<String>,
+    /// The [`Mover::key`]s of the letters being put.
+    in_flight: HashSet<String>,
+    /// Copies of letters being put, received again meanwhile (SQS delivers at least once): settled
+    /// when the run ends, by what became of the first copy.
+    late: Vec<Letter>,
+    listed: Vec<Letter>,
+    failures: Vec<String>,
+    error: Option<Error>,
+}
+
+/// Why a letter read is left where it is.
+enum Leave {
+    NotMatching,
+    OverMaxRedrives,
+    OverMax,
+}
+
+impl Mover<'_> {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Ends the run for every batch: what comes next would fail the same way.
+    fn end(&self, error: Error) {
+        self.state().error.get_or_insert(error);
+        self.halt.cancel();
+    }
+
+    async fn worker(&self) {
+        while !self.halt.is_cancelled() && !self.budget_spent() {
+            let batch = match self.read().await {
+                Ok(batch) if batch.is_empty() => break,
+                Ok(batch) => batch,
+                Err(error) => {
+                    self.end(error);
+                    break;
+                }
+            };
+            self.batch(batch).await;
+            let counts = self.state().counts.clone();
+            self.progress.update(&counts);
+        }
+    }
+
+    /// What tells a letter from the others: its message id on a queue (a message read again keeps
+    /// it), its line in a file (a file may hold the same message twice).
+    fn key(&self, letter: &Letter) -> String {
+        match self.source {
+            Source::Queue { .. } => letter.message_id.clone(),
+            Source::File(_) => letter.handle.clone(),
+        }
+    }
+
+    fn budget_spent(&self) -> bool {
+        self.budget
+            .as_ref()
+            .is_some_and(|b| b.load(Ordering::SeqCst) == 0)
+    }
+
+    async fn read(&self) -> Result<Vec<Letter>, Error> {
+        match self.source {
+            Source::Queue {
+                queue,
+                visibility,
+                wait,
+            } => queue.receive(*visibility, *wait).await,
+            Source::File(file) => Ok(file.next()),
+        }
+    }
+
+    async fn batch(&self, batch: Vec<Letter>) {
+        let mut taken = Vec::new();
+        let mut again = Vec::new();
+        {
+            let mut state = self.state();
+            for letter in batch {
+                let key = self.key(&letter);
+                if state.put.contains(&key) {
+                    again.push(letter);
+                    continue;
+                }
+                if state.in_flight.contains(&key) {
+                    state.late.push(letter);
+                    continue;
+                }
+                if let Some(handle) = state.held.get_mut(&key) {
+                    // Back after its visibility timeout: only its receipt handle is new.
+                    *handle = letter.handle;
+                    continue;
+                }
+                state.counts.read += 1;
+                match self.choose(&letter) {
+                    None => {
+                        state.in_flight.insert(key);
+                        taken.push(letter);
+                    }
+                    Some(leave) => {
+                        let counts = &mut state.counts;
+                        match leave {
+                            Leave::NotMatching => counts.not_matching += 1,
+                            Leave::OverMaxRedrives => counts.over_max_redrives += 1,
+                            Leave::OverMax => counts.over_max += 1,
+                        }
+                        state.held.insert(key, letter.handle);
+                    }
+                }
+            }
+        }
+        if !again.is_empty() {
+            self.settle(&again, true).await;
+        }
+        if taken.is_empty() {
+            return;
+        }
+        if let Some(pacer) = &self.pacer {
+            let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
+            for _ in &taken {
+                let _ = pacer.acquire("dlq", far).await;
+            }
+        }
+        let outcome = self.put(&taken).await;
+        let mut done = Vec::with_capacity(outcome.done.len());
+        {
+            let mut state = self.state();
+            for (i, why) in &outcome.failed {
+                state.counts.failed += 1;
+                if state.failures.len() < KEPT_FAILURES {
+                    let failure = format!("{}: {why}", taken[*i].message_id);
+                    state.failures.push(failure);
+                }
+            }
+            let put: HashSet<usize> = outcome.done.into_iter().collect();
+            for (i, letter) in taken.into_iter().enumerate() {
+                let key = self.key(&letter);
+                state.in_flight.remove(&key);
+                if put.contains(&i) {
+                    state.put.insert(key);
+                    done.push(letter);
+                } else {
+                    state.held.insert(key, letter.handle);
+                    if let Some(budget) = &self.budget {
+                        // Not moved: another message may take its place under --max.
+                        budget.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            }
+            state.counts.moved += done.len() as u64;
+        }
+        self.settle(&done, false).await;
+        if let Some(error) = outcome.fatal {
+            self.end(error);
+        }
+    }
+
+    /// Second copies of letters that were being put: removed when the first copy was put, held
+    /// (given back) otherwise.
+    async fn settle_late(&self) {
+        let late = std::mem::take(&mut self.state().late);
+        let (put, not_put): (Vec<Letter>, Vec<Letter>) = {
+            let state = self.state();
+            late.into_iter()
+                .partition(|letter| state.put.contains(&self.key(letter)))
+        };
+        self.settle(&put, true).await;
+        let mut state = self.state();
+        for letter in not_put {
+            state.held.insert(self.key(&letter), letter.handle);
+        }
+    }
+
+    /// `None` when the plan takes the letter.
+    fn choose(&self, letter: &Letter) -> Option<Leave> {
+        if !self.plan.filter.matches(letter, self.now) {
+            return Some(Leave::NotMatching);
+        }
+        if let Some(max) = self.plan.max_redrives
+            && letter.redrives() >= max
+        {
+            tracing::warn!(
+                message_id = %letter.message_id,
+                redrives = letter.redrives(),
+                "Left in the DLQ: already sent back {max} times (--max-redrives); look at why it keeps failing."
+            );
+            return Some(Leave::OverMaxRedrives);
+        }
+        if let Some(budget) = &self.budget
+            && budget
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_err()
+        {
+            return Some(Leave::OverMax);
+        }
+        None
+    }
+
+    /// Puts the letters where they go; indexes into `letters`.
+    async fn put(&self, letters: &[Letter]) -> Outcome {
+        let all = || Outcome {
+            done: (0..letters.len()).collect(),
+            ..Outcome::default()
+        };
+        match self.destination {
+            Destination::Queue(queue) => {
+                let outgoing: Vec<_> = letters.iter().map(|l| l.outgoing(queue.fifo)).collect();
+                let outcome = queue.send(&outgoing).await;
+                let uncounted = outcome
+                    .done
+                    .iter()
+                    .filter(|&&i| !outgoing[i].counted)
+                    .count();
+                self.state().counts.without_counter += uncounted as u64;
+                outcome
+            }
+            Destination::File(file) => {
+                match file.write(&letters.iter().collect::<Vec<_>>()).await {
+                    Ok(()) => all(),
+                    Err(error) => Outcome {
+                        fatal: Some(error),
+                        ..Outcome::default()
+                    },
+                }
+            }
+            Destination::List => {
+                self.state().listed.extend_from_slice(letters);
+                all()
+            }
+        }
+    }
+
+    /// After letters were put: removes them from where they were read when the plan removes,
+    /// holds them (visibility given back at the end) otherwise. `again`: they were put earlier in
+    /// this run and came back.
+    async fn settle(&self, letters: &[Letter], again: bool) {
+        if letters.is_empty() {
+            return;
+        }
+        if !self.plan.remove {
+            let mut state = self.state();
+            for letter in letters {
+                state.held.insert(self.key(letter), letter.handle.clone());
+            }
+            return;
+        }
+        let (not_removed, fatal) = match self.source {
+            Source::Queue { queue, .. } => {
+                let handles: Vec<&str> = letters.iter().map(|l| l.handle.as_str()).collect();
+                let outcome = queue.delete(&handles).await;
+                let failed = letters.len() - outcome.done.len();
+                for (i, why) in &outcome.failed {
+                    tracing::warn!(message_id = %letters[*i].message_id, "Sent but not deleted: {why}");
+                }
+                (failed, outcome.fatal)
+            }
+            Source::File(file) => match file.remove(&letters.iter().collect::<Vec<_>>()).await {
+                Ok(()) => (0, None),
+                Err(error) => (letters.len(), Some(error)),
+            },
+        };
+        {
+            let mut state = self.state();
+            state.counts.not_removed += not_removed as u64;
+            if again {
+                state.counts.removed_again += (letters.len() - not_removed) as u64;
+            }
+        }
+        if let Some(error) = fatal {
+            self.end(error);
+        }
+    }
+}

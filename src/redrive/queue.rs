@@ -1,0 +1,322 @@
+//! The SQS calls of the `dlq` commands, ten messages at a time: receive, give visibility back, send
+//! (entries that fail in a batch are retried alone) and delete (the same). Each error names the IAM
+//! action it needs.
+
+use std::future::Future;
+use std::time::Duration;
+
+use aws_sdk_sqs::Client;
+use aws_sdk_sqs::config::http::HttpResponse;
+use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_sqs::operation::delete_message_batch::DeleteMessageBatchOutput;
+use aws_sdk_sqs::operation::send_message_batch::SendMessageBatchOutput;
+use aws_sdk_sqs::types::{
+    BatchResultErrorEntry, ChangeMessageVisibilityBatchRequestEntry,
+    DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName,
+    SendMessageBatchRequestEntry,
+};
+
+use super::error::Error;
+use super::letter::{Letter, Outgoing};
+
+/// SQS takes at most this many entries per batch call.
+pub const BATCH: usize = 10;
+
+/// A queue, checked to exist.
+#[derive(Clone, Debug)]
+pub struct Queue {
+    pub client: Client,
+    pub url: String,
+    pub arn: String,
+    pub fifo: bool,
+}
+
+/// Messages on a queue, as SQS counts them (approximately).
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct Depth {
+    pub visible: u64,
+    pub in_flight: u64,
+    pub delayed: u64,
+}
+
+/// What became of the entries of one send or delete.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Indexes of the entries that went through.
+    pub done: Vec<usize>,
+    /// The others, with why.
+    pub failed: Vec<(usize, String)>,
+    /// A failure that every later call would share (no permission, no queue).
+    pub fatal: Option<Error>,
+}
+
+impl Queue {
+    /// The queue at `url`; fails when it does not exist or cannot be read.
+    pub async fn open(client: &Client, url: &str) -> Result<Self, Error> {
+        let output = client
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .map_err(|e| Error::aws("sqs:GetQueueAttributes", url, &e))?;
+        let arn = output
+            .attributes()
+            .and_then(|a| a.get(&QueueAttributeName::QueueArn))
+            .cloned()
+            .unwrap_or_default();
+        Ok(Queue {
+            client: client.clone(),
+            url: url.to_string(),
+            fifo: url.ends_with(".fifo") || arn.ends_with(".fifo"),
+            arn,
+        })
+    }
+
+    /// The queues whose redrive policy names this one as their DLQ.
+    pub async fn sources(&self) -> Result<Vec<String>, Error> {
+        let output = self
+            .client
+            .list_dead_letter_source_queues()
+            .queue_url(&self.url)
+            .send()
+            .await
+            .map_err(|e| Error::aws("sqs:ListDeadLetterSourceQueues", &self.url, &e))?;
+        Ok(output.queue_urls().to_vec())
+    }
+
+    pub async fn depth(&self) -> Result<Depth, Error> {
+        let output = self
+            .client
+            .get_queue_attributes()
+            .queue_url(&self.url)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
+            .send()
+            .await
+            .map_err(|e| Error::aws("sqs:GetQueueAttributes", &self.url, &e))?;
+        let count = |name: QueueAttributeName| {
+            output
+                .attributes()
+                .and_then(|a| a.get(&name))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        Ok(Depth {
+            visible: count(QueueAttributeName::ApproximateNumberOfMessages),
+            in_flight: count(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+            delayed: count(QueueAttributeName::ApproximateNumberOfMessagesDelayed),
+        })
+    }
+
+    /// Up to ten messages, hidden from other readers for `visibility`; none when the queue has no
+    /// visible message after `wait`.
+    pub async fn receive(
+        &self,
+        visibility: Duration,
+        wait: Duration,
+    ) -> Result<Vec<Letter>, Error> {
+        let output = self
+            .client
+            .receive_message()
+            .queue_url(&self.url)
+            .max_number_of_messages(BATCH as i32)
+            .visibility_timeout(visibility.as_secs().max(1) as i32)
+            .wait_time_seconds(wait.as_secs().min(20) as i32)
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .message_attribute_names("All")
+            .send()
+            .await
+            .map_err(|e| Error::aws("sqs:ReceiveMessage", &self.url, &e))?;
+        Ok(output.messages().iter().map(Letter::from_sqs).collect())
+    }
+
+    /// Makes the messages of these receipt handles visible again at once. A failure only means they
+    /// come back when their visibility timeout ends.
+    pub async fn release(&self, handles: &[String]) {
+        for chunk in handles.chunks(BATCH) {
+            let entries = chunk
+                .iter()
+                .enumerate()
+                .filter_map(|(i, handle)| {
+                    ChangeMessageVisibilityBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .receipt_handle(handle)
+                        .visibility_timeout(0)
+                        .build()
+                        .ok()
+                })
+                .collect();
+            let result = self
+                .client
+                .change_message_visibility_batch()
+                .queue_url(&self.url)
+                .set_entries(Some(entries))
+                .send()
+                .await;
+            let failed = match result {
+                Ok(output) => output.failed().len(),
+                Err(e) => {
+                    tracing::debug!(error = %crate::aws::describe(&e), "Giving visibility back failed.");
+                    chunk.len()
+                }
+            };
+            if failed > 0 {
+                tracing::warn!(
+                    queue = %self.url,
+                    failed,
+                    "Could not give some messages their visibility back (needs sqs:ChangeMessageVisibility); they come back when their visibility timeout ends."
+                );
+            }
+        }
+    }
+
+    /// Sends up to ten messages in one call; entries that fail, or all of them when the call fails,
+    /// are retried one by one.
+    pub async fn send(&self, messages: &[Outgoing]) -> Outcome {
+        let entries = messages
+            .iter()
+            .enumerate()
+            .filter_map(|(i, message)| {
+                let (group, dedup) = message.fifo.clone().unzip();
+                SendMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .message_body(&message.body)
+                    .set_message_attributes(Some(message.attributes.clone()))
+                    .set_message_group_id(group)
+                    .set_message_deduplication_id(dedup)
+                    .build()
+                    .ok()
+            })
+            .collect();
+        let batch = self
+            .client
+            .send_message_batch()
+            .queue_url(&self.url)
+            .set_entries(Some(entries))
+            .send()
+            .await;
+        self.settle("sqs:SendMessage", messages.len(), batch, |i| {
+            let message = &messages[i];
+            let (group, dedup) = message.fifo.clone().unzip();
+            self.client
+                .send_message()
+                .queue_url(&self.url)
+                .message_body(&message.body)
+                .set_message_attributes(Some(message.attributes.clone()))
+                .set_message_group_id(group)
+                .set_message_deduplication_id(dedup)
+                .send()
+        })
+        .await
+    }
+
+    /// Deletes the messages of these receipt handles; entries that fail are retried one by one.
+    pub async fn delete(&self, handles: &[&str]) -> Outcome {
+        let entries = handles
+            .iter()
+            .enumerate()
+            .filter_map(|(i, handle)| {
+                DeleteMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(*handle)
+                    .build()
+                    .ok()
+            })
+            .collect();
+        let batch = self
+            .client
+            .delete_message_batch()
+            .queue_url(&self.url)
+            .set_entries(Some(entries))
+            .send()
+            .await;
+        self.settle("sqs:DeleteMessage", handles.len(), batch, |i| {
+            self.client
+                .delete_message()
+                .queue_url(&self.url)
+                .receipt_handle(handles[i])
+                .send()
+        })
+        .await
+    }
+
+    /// The outcome of a batch call of `count` entries (the indexes that went through and those that
+    /// failed, or the call's error), retrying each failed entry alone with `alone`.
+    async fn settle<E, A, O, Fut>(
+        &self,
+        action: &'static str,
+        count: usize,
+        batch: Result<impl Entries, SdkError<E, HttpResponse>>,
+        alone: impl Fn(usize) -> Fut,
+    ) -> Outcome
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        A: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        Fut: Future<Output = Result<O, SdkError<A, HttpResponse>>>,
+    {
+        let mut outcome = Outcome::default();
+        let retry = match batch {
+            Ok(output) => {
+                outcome.done = output.done();
+                indexes(output.rejected().iter().map(|e| e.id()))
+            }
+            Err(e) if Error::stops_the_run(&e) => {
+                outcome.fatal = Some(Error::aws(action, &self.url, &e));
+                return outcome;
+            }
+            Err(e) => {
+                tracing::warn!(error = %crate::aws::describe(&e), "A batch call failed; retrying its entries one by one.");
+                (0..count).collect()
+            }
+        };
+        for i in retry {
+            match alone(i).await {
+                Ok(_) => outcome.done.push(i),
+                Err(e) => {
+                    let error = Error::aws(action, &self.url, &e);
+                    if Error::stops_the_run(&e) {
+                        outcome.fatal = Some(error);
+                        return outcome;
+                    }
+                    outcome.failed.push((i, error.to_string()));
+                }
+            }
+        }
+        outcome
+    }
+}
+
+/// The answer of a batch call, entry by entry.
+trait Entries {
+    /// The indexes of the entries that went through.
+    fn done(&self) -> Vec<usize>;
+    /// The entries that did not.
+    fn rejected(&self) -> &[BatchResultErrorEntry];
+}
+
+impl Entries for SendMessageBatchOutput {
+    fn done(&self) -> Vec<usize> {
+        indexes(self.successful().iter().map(|e| e.id()))
+    }
+
+    fn rejected(&self) -> &[BatchResultErrorEntry] {
+        self.failed()
+    }
+}
+
+impl Entries for DeleteMessageBatchOutput {
+    fn done(&self) -> Vec<usize> {
+        indexes(self.successful().iter().map(|e| e.id()))
+    }
+
+    fn rejected(&self) -> &[BatchResultErrorEntry] {
+        self.failed()
+    }
+}
+
+/// Entry ids (our indexes) back to numbers.
+fn indexes<'a>(ids: impl Iterator<Item = &'a str>) -> Vec<usize> {
+    ids.filter_map(|id| id.parse().ok()).collect()
+}
