@@ -26,7 +26,6 @@ import copy
 import json
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -312,10 +311,12 @@ def check_environment():
     for key, value in expected.items():
         assert env.get(key) == value, f"{key} = {env.get(key)!r}, expected {value!r}"
     assert "OPSRELAY_DATABASE_SECRET_ARN" not in env, "OPSRELAY_DATABASE_SECRET_ARN set without a secret"
-    on = stand_in_resolver(cfn, ALL_OPTIONS_ON).value(fn["Environment"]["Variables"])
+    on = stand_in_resolver(cfn, {**example, **ALL_OPTIONS_ON}).value(fn["Environment"]["Variables"])
     assert on["OPSRELAY_DATABASE_SECRET_ARN"] == ALL_OPTIONS_ON["DatabaseCredentialsSecretArn"]
     # The binary's receive count and the redrive policy's come from the same parameter.
-    assert fn["Environment"]["Variables"]["OPSRELAY_MAX_RECEIVE_COUNT"] == queue["RedrivePolicy"]["maxReceiveCount"] == {"Ref": "MaxReceiveCount"}
+    assert fn["Environment"]["Variables"]["OPSRELAY_MAX_RECEIVE_COUNT"] == queue["RedrivePolicy"]["maxReceiveCount"] == {"Ref": "MaxReceiveCount"}, (
+        "OPSRELAY_MAX_RECEIVE_COUNT and the redrive policy's maxReceiveCount must both be !Ref MaxReceiveCount"
+    )
     assert cfn["Parameters"]["MaxReceiveCount"]["Default"] == 5
     for key, value in env.items():
         assert "hooks.slack.com" not in str(value) and "://" not in str(value) or key == "OPSRELAY_DLQ_URL", f"{key} holds a URL, not a secret ARN"
@@ -365,6 +366,24 @@ def check_slack_rate_table():
 
 def _statements(resolver, document):
     return resolver.value(document)["Statement"]
+
+
+def check_encryption():
+    cfn = _need_cfn()
+    res = cfn["Resources"]
+    for overrides in ({}, ALL_OPTIONS_ON):
+        r = stand_in_resolver(cfn, {**example_parameters(), **overrides})
+        key = r.params["KmsKeyArn"]
+        topic = r.value(res["EventsTopic"]["Properties"])
+        assert topic.get("KmsMasterKeyId") == (key or "alias/aws/sns"), topic
+        for lid in ("EventsQueue", "DeadLetterQueue"):
+            q = r.value(res[lid]["Properties"])
+            if key:
+                assert q.get("KmsMasterKeyId") == key and "SqsManagedSseEnabled" not in q, (lid, q)
+            else:
+                assert q.get("SqsManagedSseEnabled") is True and "KmsMasterKeyId" not in q, (lid, q)
+        logs = r.value(res["FunctionLogGroup"]["Properties"])
+        assert logs.get("KmsKeyId") == (key or None), logs
 
 
 def check_function_role():
@@ -487,8 +506,9 @@ class Moto:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        exe = shutil.which("moto_server")
-        cmd = [exe] if exe else [sys.executable, "-m", "moto.server"]
+        # The moto_server beside this Python (a virtualenv's bin/ need not be on PATH), else the module.
+        exe = os.path.join(os.path.dirname(sys.executable), "moto_server")
+        cmd = [exe] if os.access(exe, os.X_OK) else [sys.executable, "-m", "moto.server"]
         self.log = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(cmd + ["-H", "127.0.0.1", "-p", str(port)], stdout=self.log, stderr=subprocess.STDOUT)
         self.endpoint = f"http://127.0.0.1:{port}"
@@ -520,14 +540,24 @@ class Moto:
         return boto3.client(service, endpoint_url=self.endpoint, region_name=REGION)
 
 
-def moto_template(cfn, stand_ins):
+def moto_template(cfn, stand_ins, conditions):
     """The translated template cut down to what moto's CloudFormation creates, with an output for
-    every Ref and attribute the checks need."""
+    every Ref and attribute the checks need. `conditions` evaluates the template's conditions."""
     kept = {lid: r for lid, r in cfn["Resources"].items() if r["Type"] in MOTO_SUPPORTED}
+    no_value = {"Ref": "AWS::NoValue"}
 
     def swap(node):
         if isinstance(node, list):
-            return [swap(v) for v in node]
+            # moto leaves a null where a list item is Fn::If [..., AWS::NoValue] (an IAM policy then
+            # fails "Syntax errors in policy"); CloudFormation drops the item. Decide those here.
+            items = []
+            for v in node:
+                if isinstance(v, dict) and set(v) == {"Fn::If"} and no_value in v["Fn::If"][1:]:
+                    v = v["Fn::If"][1] if conditions(v["Fn::If"][0]) else v["Fn::If"][2]
+                    if v == no_value:
+                        continue
+                items.append(swap(v))
+            return items
         if not isinstance(node, dict):
             return node
         if set(node) == {"Ref"} and node["Ref"] in cfn["Resources"] and node["Ref"] not in kept:
@@ -547,9 +577,16 @@ def moto_template(cfn, stand_ins):
         outputs[f"{lid}Ref"] = {"Value": {"Ref": lid}}
         for attr in {"AWS::SQS::Queue": ["Arn", "QueueName"], "AWS::SNS::Topic": ["TopicName"]}.get(r["Type"], []):
             outputs[f"{lid}{attr}"] = {"Value": {"Fn::GetAtt": [lid, attr]}}
+    # moto hands Number parameters to Fn::FindInMap as integers, and the lookup fails (KeyError: 30);
+    # CloudFormation hands them over as strings. The copy declares those parameters String.
+    parameters = copy.deepcopy(cfn["Parameters"])
+    for name in ("Timeout", "MaximumBatchingWindowInSeconds", "MaximumConcurrency"):
+        parameters[name]["Type"] = "String"
+        parameters[name]["AllowedValues"] = [str(v) for v in parameters[name]["AllowedValues"]]
+        parameters[name]["Default"] = str(parameters[name]["Default"])
     return {
         "AWSTemplateFormatVersion": "2010-09-09",
-        "Parameters": cfn["Parameters"],
+        "Parameters": parameters,
         "Mappings": cfn["Mappings"],
         "Conditions": cfn["Conditions"],
         "Resources": swap(kept),
@@ -571,7 +608,7 @@ class Stack:
         given = {**example_parameters(), **overrides}
         cf.create_stack(
             StackName=self.name,
-            TemplateBody=json.dumps(moto_template(cfn, stand_ins)),
+            TemplateBody=json.dumps(moto_template(cfn, stand_ins, stand_in_resolver(cfn, given).condition)),
             Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in given.items()],
         )
         deadline = time.monotonic() + 60
@@ -798,6 +835,7 @@ def main():
     check("event source mapping: partial batch responses, batch, window, concurrency", check_event_source_mapping)
     check("visibility table: >= 6 x Timeout + window for every allowed pair", check_visibility_table)
     check("Slack pacing table: rate x MaximumConcurrency <= 1 msg/s", check_slack_rate_table)
+    check("encryption: topic, queues (SSE-SQS or the KMS key), log group", check_encryption)
     check("function role: least privilege", check_function_role)
     check("operator policy: DLQ redrive actions and send to the source queue", check_operator_policy)
     check("alarms: metrics, thresholds, runbooks, optional actions", check_alarms)

@@ -5,11 +5,13 @@
 //! once at start-up ([`resolve`]).
 
 use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::str::FromStr;
 
 use crate::aws;
 use crate::lookup::DbSettings;
+use crate::resolve::DnsSettings;
 use crate::retry::RetryPolicy;
 use crate::rules::Rules;
 use crate::secret::Secret;
@@ -96,6 +98,27 @@ impl Settings {
                 max_connections: number("OPSRELAY_DB_MAX_CONNECTIONS", 2, 1, 100)? as u32,
                 acquire_timeout_ms: number("OPSRELAY_DB_CONNECT_TIMEOUT_MS", 3_000, 10, 60_000)?,
                 query_timeout_ms: number("OPSRELAY_DB_QUERY_TIMEOUT_MS", 5_000, 10, 300_000)?,
+                address_path: switch(
+                    "OPSRELAY_DB_ADDRESS_PATH",
+                    get("OPSRELAY_DB_ADDRESS_PATH"),
+                    true,
+                )?,
+                host_addrs: list(
+                    "OPSRELAY_DB_HOST_ADDRS",
+                    get("OPSRELAY_DB_HOST_ADDRS"),
+                    |item| item.parse::<IpAddr>().ok(),
+                )?,
+                ca_file: ca_file(get("OPSRELAY_DB_CA_FILE"))?,
+                dns: DnsSettings {
+                    servers: list(
+                        "OPSRELAY_DNS_SERVERS",
+                        get("OPSRELAY_DNS_SERVERS"),
+                        name_server,
+                    )?,
+                    timeout_ms: number("OPSRELAY_DNS_TIMEOUT_MS", 150, 10, 10_000)?,
+                    attempts: number("OPSRELAY_DNS_ATTEMPTS", 1, 1, 5)? as usize,
+                },
+                set_aside_seconds: number("OPSRELAY_DB_SET_ASIDE_SECONDS", 30, 0, 3_600)?,
             },
             slack: SlackSettings {
                 timeout_ms: number("OPSRELAY_SLACK_TIMEOUT_MS", 5_000, 10, 60_000)?,
@@ -137,6 +160,72 @@ impl Settings {
             )
         })
     }
+}
+
+/// `on`/`off` (also `true`/`false`, `1`/`0`).
+fn switch(name: &str, raw: Option<String>, default: bool) -> Result<bool, ConfigError> {
+    match raw
+        .as_deref()
+        .map(str::trim)
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        None => Ok(default),
+        Some("on" | "true" | "1" | "yes") => Ok(true),
+        Some("off" | "false" | "0" | "no") => Ok(false),
+        Some(other) => Err(ConfigError::new(
+            name,
+            format!("{other:?} is neither on nor off"),
+            "set on or off",
+        )),
+    }
+}
+
+/// A comma-separated list, each item parsed by `parse`.
+fn list<T>(
+    name: &str,
+    raw: Option<String>,
+    parse: impl Fn(&str) -> Option<T>,
+) -> Result<Vec<T>, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(Vec::new());
+    };
+    raw.split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(|item| {
+            parse(item).ok_or_else(|| {
+                ConfigError::new(
+                    name,
+                    format!("{item:?} is not an IP address (with an optional port for DNS servers)"),
+                    "give addresses separated by commas, e.g. 10.0.0.2,10.0.0.3:5353,[fd00:ec2::253]:53",
+                )
+            })
+        })
+        .collect()
+}
+
+/// A name server: an address, port 53 unless given.
+fn name_server(item: &str) -> Option<SocketAddr> {
+    item.parse::<SocketAddr>().ok().or_else(|| {
+        item.parse::<IpAddr>()
+            .ok()
+            .map(|ip| SocketAddr::new(ip, 53))
+    })
+}
+
+fn ca_file(raw: Option<String>) -> Result<Option<PathBuf>, ConfigError> {
+    let Some(path) = raw.map(PathBuf::from) else {
+        return Ok(None);
+    };
+    if !path.is_file() {
+        return Err(ConfigError::new(
+            "OPSRELAY_DB_CA_FILE",
+            format!("{} is not a readable file", path.display()),
+            "package the CA bundle (for RDS: the region's bundle from the RDS documentation) with the function and give its path",
+        ));
+    }
+    Ok(Some(path))
 }
 
 fn parse_in_range<T>(

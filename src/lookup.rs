@@ -7,7 +7,14 @@
 //! UTC); JSON is a nested value (MySQL and MariaDB return it as text: use the `fromjson` filter);
 //! bytes are base64 (MySQL binary columns holding UTF-8 are text); NULL is `none`, which prints as nothing. A column of
 //! any other type is an error that says how to cast it.
+//!
+//! With the address path on (the default), the pool connects to the address [`AddressChain`] picks,
+//! and TLS verifies the certificate chain against `OPSRELAY_DB_CA_FILE` (verify-ca): a certificate
+//! names the host, not the address, so the name is not checked. With the address path off, sqlx
+//! connects by name and the CA file means verify-full.
 
+use std::net::IpAddr;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,21 +22,22 @@ use std::time::Duration;
 use base64::Engine as _;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
 use serde_json::{Map, Value as Json};
-use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlRow};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlRow, MySqlSslMode};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow, PgSslMode};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteRow};
 use sqlx::{
     AssertSqlSafe, Column, ColumnIndex, Decode, Executor, Row, SqlSafeStr, Type, TypeInfo, ValueRef,
 };
 
 use crate::event::RecordId;
+use crate::resolve::{AddressChain, DnsSettings, ResolverError};
 use crate::rules::{IdType, Rule};
 use crate::secret::Secret;
 
 /// One row: column name → value, in column order.
 pub type Record = Map<String, Json>;
 
-/// Pool and query limits.
+/// Pool, query and address settings.
 #[derive(Clone, Debug)]
 pub struct DbSettings {
     pub max_connections: u32,
@@ -37,6 +45,15 @@ pub struct DbSettings {
     pub acquire_timeout_ms: u64,
     /// How long one query may run.
     pub query_timeout_ms: u64,
+    /// Connect by address through [`AddressChain`] (`OPSRELAY_DB_ADDRESS_PATH`, on by default).
+    pub address_path: bool,
+    /// Fallback addresses of the database host (`OPSRELAY_DB_HOST_ADDRS`).
+    pub host_addrs: Vec<IpAddr>,
+    /// The CA bundle the server's certificate chain is verified against (`OPSRELAY_DB_CA_FILE`).
+    pub ca_file: Option<PathBuf>,
+    pub dns: DnsSettings,
+    /// How long an address that refused is set aside (`OPSRELAY_DB_SET_ASIDE_SECONDS`).
+    pub set_aside_seconds: u64,
 }
 
 /// Why a lookup failed. [`crate::failure::classify`] decides what is retried.
@@ -66,18 +83,43 @@ pub enum LookupError {
 
 /// A database that is not usable as configured (stops start-up).
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "OPSRELAY_DATABASE_URL is not a usable database URL ({0}): use postgres://, mysql:// or sqlite: (the value is secret and not shown)"
-)]
-pub struct DatabaseUrlError(String);
+pub enum DatabaseUrlError {
+    #[error(
+        "OPSRELAY_DATABASE_URL is not a usable database URL ({0}): use postgres://, mysql:// or sqlite: (the value is secret and not shown)"
+    )]
+    Url(String),
+    #[error(
+        "OPSRELAY_DATABASE_URL asks for {0}, which checks the server's name, and a name cannot be checked when connecting by address: set OPSRELAY_DB_CA_FILE to the CA bundle (verify-ca: the chain is verified against it), or OPSRELAY_DB_ADDRESS_PATH=off to connect by name"
+    )]
+    NameCheckByAddress(&'static str),
+    #[error(transparent)]
+    Resolver(#[from] ResolverError),
+}
 
-/// The read replica: a pool that connects on first use, so start-up never waits for it.
+/// The read replica: a pool that connects on first use, so start-up never waits for it, reached by
+/// address through the [`AddressChain`] when the address path is on.
+#[derive(Debug)]
+pub struct Database {
+    pools: Pools,
+    address: Option<AddressPath>,
+}
+
 #[derive(Clone, Debug)]
-pub enum Database {
+enum Pools {
     Postgres(PgPool),
     MySql(MySqlPool),
     Sqlite(SqlitePool),
 }
+
+/// The address chain and the address new connections go to now.
+#[derive(Debug)]
+struct AddressPath {
+    chain: AddressChain,
+    current: std::sync::Mutex<Option<IpAddr>>,
+}
+
+/// How many addresses one lookup tries before it gives up (the retry loop then tries again later).
+const ADDRESSES_PER_LOOKUP: usize = 4;
 
 /// The id, bound as the type the rule asks for.
 enum BoundId {
@@ -95,50 +137,191 @@ impl Database {
         let url = url.expose();
         let acquire = Duration::from_millis(settings.acquire_timeout_ms);
         let scheme = url.split(':').next().unwrap_or_default();
-        let invalid = |e: sqlx::Error| DatabaseUrlError(scrub(&e.to_string(), url));
-        Ok(match scheme {
+        let invalid = |e: sqlx::Error| DatabaseUrlError::Url(scrub(&e.to_string(), url));
+        let by_address = settings.address_path;
+        let (pools, host, port) = match scheme {
             "postgres" | "postgresql" => {
-                let options = PgConnectOptions::from_str(url)
+                let mut options = PgConnectOptions::from_str(url)
                     .map_err(invalid)?
                     .application_name("opsrelay");
-                Database::Postgres(
-                    PgPoolOptions::new()
-                        .max_connections(settings.max_connections)
-                        .acquire_timeout(acquire)
-                        .connect_lazy_with(options),
-                )
+                match (&settings.ca_file, by_address) {
+                    (Some(ca), true) => {
+                        options = options.ssl_mode(PgSslMode::VerifyCa).ssl_root_cert(ca)
+                    }
+                    (Some(ca), false) => {
+                        options = options.ssl_mode(PgSslMode::VerifyFull).ssl_root_cert(ca)
+                    }
+                    (None, true) if matches!(options.get_ssl_mode(), PgSslMode::VerifyFull) => {
+                        return Err(DatabaseUrlError::NameCheckByAddress("sslmode=verify-full"));
+                    }
+                    (None, _) => {}
+                }
+                let (host, port) = (options.get_host().to_string(), options.get_port());
+                let pool = PgPoolOptions::new()
+                    .max_connections(settings.max_connections)
+                    .acquire_timeout(acquire)
+                    .connect_lazy_with(options);
+                (Pools::Postgres(pool), Some(host), port)
             }
             "mysql" | "mariadb" => {
                 let url = url.replacen("mariadb:", "mysql:", 1);
-                let options = MySqlConnectOptions::from_str(&url).map_err(invalid)?;
-                Database::MySql(
-                    MySqlPoolOptions::new()
-                        .max_connections(settings.max_connections)
-                        .acquire_timeout(acquire)
-                        .connect_lazy_with(options),
-                )
+                let mut options = MySqlConnectOptions::from_str(&url).map_err(invalid)?;
+                let identity = url
+                    .to_ascii_lowercase()
+                    .contains("ssl-mode=verify_identity");
+                match (&settings.ca_file, by_address) {
+                    (Some(ca), true) => {
+                        options = options.ssl_mode(MySqlSslMode::VerifyCa).ssl_ca(ca)
+                    }
+                    (Some(ca), false) => {
+                        options = options.ssl_mode(MySqlSslMode::VerifyIdentity).ssl_ca(ca)
+                    }
+                    (None, true) if identity => {
+                        return Err(DatabaseUrlError::NameCheckByAddress(
+                            "ssl-mode=VERIFY_IDENTITY",
+                        ));
+                    }
+                    (None, _) => {}
+                }
+                let (host, port) = (options.get_host().to_string(), options.get_port());
+                let pool = MySqlPoolOptions::new()
+                    .max_connections(settings.max_connections)
+                    .acquire_timeout(acquire)
+                    .connect_lazy_with(options);
+                (Pools::MySql(pool), Some(host), port)
             }
             "sqlite" => {
                 let options = SqliteConnectOptions::from_str(url).map_err(invalid)?;
-                Database::Sqlite(
-                    SqlitePoolOptions::new()
-                        .max_connections(settings.max_connections)
-                        .acquire_timeout(acquire)
-                        .connect_lazy_with(options),
-                )
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(settings.max_connections)
+                    .acquire_timeout(acquire)
+                    .connect_lazy_with(options);
+                (Pools::Sqlite(pool), None, 0)
             }
             other => {
-                return Err(DatabaseUrlError(format!("unknown scheme {other:?}")));
+                return Err(DatabaseUrlError::Url(format!("unknown scheme {other:?}")));
             }
-        })
+        };
+        // A Unix socket path has no address to resolve.
+        let address = match host.filter(|h| by_address && !h.starts_with('/')) {
+            Some(host) => Some(AddressPath {
+                chain: AddressChain::new(
+                    &host,
+                    port,
+                    settings.host_addrs.clone(),
+                    &settings.dns,
+                    Duration::from_secs(settings.set_aside_seconds),
+                )?,
+                current: std::sync::Mutex::new(None),
+            }),
+            None => None,
+        };
+        Ok(Self { pools, address })
+    }
+
+    /// The address chain, when connecting by address.
+    pub fn address_chain(&self) -> Option<&AddressChain> {
+        self.address.as_ref().map(|a| &a.chain)
+    }
+
+    /// Points new connections at the chain's choice, trying the next address when one refuses.
+    async fn route(&self) -> Result<Option<IpAddr>, LookupError> {
+        let Some(path) = &self.address else {
+            return Ok(None);
+        };
+        let mut refusals = Vec::new();
+        for _ in 0..ADDRESSES_PER_LOOKUP {
+            let chosen = path
+                .chain
+                .choose()
+                .await
+                .map_err(|e| LookupError::Unavailable(join(&refusals, e.to_string())))?;
+            let current = *lock(&path.current);
+            if current == Some(chosen.address) {
+                return Ok(current);
+            }
+            match path.chain.probe(chosen.address).await {
+                Ok(tcp) => {
+                    tracing::info!(
+                        host = path.chain.host(),
+                        address = %chosen.address,
+                        source = chosen.source.as_str(),
+                        dns_ms = chosen.dns.as_secs_f64() * 1e3,
+                        dns_error = chosen.dns_error.as_deref(),
+                        tcp_ms = tcp.as_secs_f64() * 1e3,
+                        "Chose the database address."
+                    );
+                    self.point_at(chosen.address);
+                    *lock(&path.current) = Some(chosen.address);
+                    return Ok(Some(chosen.address));
+                }
+                Err(refused) => {
+                    tracing::warn!(
+                        address = %chosen.address,
+                        source = chosen.source.as_str(),
+                        error = %refused,
+                        "Set a database address aside; trying the next."
+                    );
+                    refusals.push(refused);
+                }
+            }
+        }
+        Err(LookupError::Unavailable(join(
+            &refusals,
+            "no address left to try".into(),
+        )))
+    }
+
+    /// New connections of the pool go to `address`; the host name stays for TLS and logs.
+    fn point_at(&self, address: IpAddr) {
+        let host = address.to_string();
+        match &self.pools {
+            Pools::Postgres(pool) => {
+                pool.set_connect_options((*pool.connect_options()).clone().host(&host))
+            }
+            Pools::MySql(pool) => {
+                pool.set_connect_options((*pool.connect_options()).clone().host(&host))
+            }
+            Pools::Sqlite(_) => {}
+        }
+    }
+
+    /// Records how a lookup through `address` went: a connection-level failure sets it aside.
+    fn settle_address(&self, address: Option<IpAddr>, error: Option<&sqlx::Error>) {
+        let (Some(path), Some(address)) = (&self.address, address) else {
+            return;
+        };
+        match error {
+            Some(sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut) => {
+                path.chain.refused(address);
+                let mut current = lock(&path.current);
+                if *current == Some(address) {
+                    *current = None;
+                }
+            }
+            Some(_) => {}
+            None => path.chain.connected(address),
+        }
+    }
+
+    /// Opens (or reuses) a connection: address, TLS and login.
+    pub async fn ping(&self) -> Result<(), LookupError> {
+        let address = self.route().await?;
+        let result = match &self.pools {
+            Pools::Postgres(pool) => pool.acquire().await.map(drop),
+            Pools::MySql(pool) => pool.acquire().await.map(drop),
+            Pools::Sqlite(pool) => pool.acquire().await.map(drop),
+        };
+        self.settle_address(address, result.as_ref().err());
+        result.map_err(|e| Failed::Sql(e).into_lookup("(check)"))
     }
 
     /// Which engine this is, for logs and checks.
     pub fn engine(&self) -> &'static str {
-        match self {
-            Database::Postgres(_) => "postgres",
-            Database::MySql(_) => "mysql",
-            Database::Sqlite(_) => "sqlite",
+        match self.pools {
+            Pools::Postgres(_) => "postgres",
+            Pools::MySql(_) => "mysql",
+            Pools::Sqlite(_) => "sqlite",
         }
     }
 
@@ -150,26 +333,34 @@ impl Database {
         id: &RecordId,
         query_timeout: Duration,
     ) -> Result<Option<Record>, LookupError> {
-        let bound = bind_id(rule, id, matches!(self, Database::Postgres(_)))?;
+        let bound = bind_id(rule, id, matches!(self.pools, Pools::Postgres(_)))?;
+        let address = self.route().await?;
         let sql = query.clone();
         let run = async {
-            match self {
-                Database::Postgres(pool) => match fetch_first(pool, sql, bound).await? {
+            match &self.pools {
+                Pools::Postgres(pool) => match fetch_first(pool, sql, bound).await? {
                     Some(row) => record(&row, pg_value).map(Some),
                     None => Ok(None),
                 },
-                Database::MySql(pool) => match fetch_first(pool, sql, bound).await? {
+                Pools::MySql(pool) => match fetch_first(pool, sql, bound).await? {
                     Some(row) => record(&row, mysql_value).map(Some),
                     None => Ok(None),
                 },
-                Database::Sqlite(pool) => match fetch_first(pool, sql, bound).await? {
+                Pools::Sqlite(pool) => match fetch_first(pool, sql, bound).await? {
                     Some(row) => record(&row, sqlite_value).map(Some),
                     None => Ok(None),
                 },
             }
         };
         match tokio::time::timeout(query_timeout, run).await {
-            Ok(result) => result.map_err(|e| e.into_lookup(&rule.name)),
+            Ok(result) => {
+                let sql_error = match &result {
+                    Err(Failed::Sql(e)) => Some(e),
+                    _ => None,
+                };
+                self.settle_address(address, sql_error);
+                result.map_err(|e| e.into_lookup(&rule.name))
+            }
             Err(_) => Err(LookupError::Unavailable(format!(
                 "the query of rule `{}` did not finish within {} ms",
                 rule.name,
@@ -180,23 +371,27 @@ impl Database {
 
     /// Prepares (never runs) a query, to check it against the real schema.
     pub async fn prepare(&self, query: &Arc<str>) -> Result<(), LookupError> {
+        let address = self.route().await?;
         let sql = AssertSqlSafe(query.clone()).into_sql_str();
-        let result = match self {
-            Database::Postgres(pool) => pool.prepare(sql).await.map(drop),
-            Database::MySql(pool) => pool.prepare(sql).await.map(drop),
-            Database::Sqlite(pool) => pool.prepare(sql).await.map(drop),
+        let result = match &self.pools {
+            Pools::Postgres(pool) => pool.prepare(sql).await.map(drop),
+            Pools::MySql(pool) => pool.prepare(sql).await.map(drop),
+            Pools::Sqlite(pool) => pool.prepare(sql).await.map(drop),
         };
+        self.settle_address(address, result.as_ref().err());
         result.map_err(|e| Failed::Sql(e).into_lookup("(check)"))
     }
 
     /// Runs statements without results (seed data for the local run and tests).
-    pub async fn execute_script(&self, sql: &str) -> Result<(), sqlx::Error> {
+    pub async fn execute_script(&self, sql: &str) -> Result<(), anyhow::Error> {
+        self.route().await?;
         let sql = AssertSqlSafe(sql.to_string());
-        match self {
-            Database::Postgres(pool) => sqlx::raw_sql(sql).execute(pool).await.map(drop),
-            Database::MySql(pool) => sqlx::raw_sql(sql).execute(pool).await.map(drop),
-            Database::Sqlite(pool) => sqlx::raw_sql(sql).execute(pool).await.map(drop),
-        }
+        match &self.pools {
+            Pools::Postgres(pool) => sqlx::raw_sql(sql).execute(pool).await.map(drop),
+            Pools::MySql(pool) => sqlx::raw_sql(sql).execute(pool).await.map(drop),
+            Pools::Sqlite(pool) => sqlx::raw_sql(sql).execute(pool).await.map(drop),
+        }?;
+        Ok(())
     }
 }
 
@@ -408,6 +603,20 @@ fn sqlite_value(row: &SqliteRow, i: usize, type_name: &str) -> Result<Option<Jso
         "BLOB" => bytes(get_unchecked(row, i)?),
         _ => return Ok(None),
     }))
+}
+
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The refusals met so far, then the final problem.
+fn join(refusals: &[String], last: String) -> String {
+    refusals
+        .iter()
+        .cloned()
+        .chain(std::iter::once(last))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Removes the URL (and so any password in it) from an error text.

@@ -130,6 +130,14 @@ impl Relay {
         &self.settings
     }
 
+    pub fn destinations(&self) -> &BTreeMap<String, Destination> {
+        &self.destinations
+    }
+
+    pub fn dead_letters(&self) -> &DeadLetters {
+        &self.dead_letters
+    }
+
     /// Processes a batch; every record gets an outcome, in the order given.
     pub async fn run_batch(&self, records: &[SqsMessage], deadline: Instant) -> Vec<Processed> {
         let margin = Duration::from_millis(self.settings.deadline_margin_ms);

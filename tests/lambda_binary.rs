@@ -4,9 +4,9 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::time::Duration;
 
+use common::lambda::Lambda;
 use common::runtime::{Posted, RuntimeApi};
 use common::slack::{Reply, SlackStandIn};
 use common::{Engine, drain, failure_of, fresh_database, queues, service};
@@ -38,58 +38,6 @@ fn sqs_event(records: &[(&str, &str)]) -> serde_json::Value {
     json!({ "Records": records })
 }
 
-struct Lambda {
-    child: tokio::process::Child,
-    log: std::path::PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Lambda {
-    async fn start(api: &RuntimeApi, env: &[(&str, String)]) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let rules = dir.path().join("rules.toml");
-        std::fs::write(&rules, RULES).unwrap();
-        let log = dir.path().join("lambda.log");
-        let out = std::fs::File::create(&log).unwrap();
-        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_opsrelay-lambda"));
-        command
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("AWS_LAMBDA_RUNTIME_API", &api.address)
-            .env("AWS_LAMBDA_FUNCTION_NAME", "opsrelay")
-            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
-            .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-            .env("AWS_LAMBDA_LOG_STREAM_NAME", "test")
-            .env("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/opsrelay")
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
-            .env("AWS_ENDPOINT_URL", service("OPSRELAY_TEST_AWS_ENDPOINT"))
-            .env("OPSRELAY_RULES", &rules)
-            .env("OPSRELAY_LOG", "debug")
-            .env("OPSRELAY_RETRY_INITIAL_MS", "20")
-            .env("OPSRELAY_RETRY_MAX_MS", "100")
-            .env("OPSRELAY_DEADLINE_MARGIN_MS", "500")
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .kill_on_drop(true);
-        for (name, value) in env {
-            command.env(name, value);
-        }
-        let child = command.spawn().expect("start opsrelay-lambda");
-        Self {
-            child,
-            log,
-            _dir: dir,
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap()
-    }
-}
-
 #[tokio::test]
 async fn the_lambda_binary_reports_exactly_the_records_to_retry_and_keeps_secrets_out_of_its_logs()
 {
@@ -103,6 +51,7 @@ async fn the_lambda_binary_reports_exactly_the_records_to_retry_and_keeps_secret
     let api = RuntimeApi::start().await;
     let mut lambda = Lambda::start(
         &api,
+        RULES,
         &[
             ("OPSRELAY_DATABASE_URL", database_url.clone()),
             ("OPSRELAY_SLACK_WEBHOOK_URL", slack.url.clone()),
@@ -194,6 +143,7 @@ async fn a_bad_rules_file_stops_init_with_an_error_that_names_it_and_no_secret()
     let api = RuntimeApi::start().await;
     let mut lambda = Lambda::start(
         &api,
+        RULES,
         &[
             (
                 "OPSRELAY_DATABASE_URL",
@@ -221,5 +171,54 @@ async fn a_bad_rules_file_stops_init_with_an_error_that_names_it_and_no_secret()
     assert!(
         !log.contains(password) && !log.contains("SECRETTOKEN"),
         "{log}"
+    );
+}
+
+#[tokio::test]
+async fn the_doctor_event_returns_the_report_from_inside_the_function() {
+    let queues = queues(5, 30).await;
+    let slack = SlackStandIn::start(vec![]).await;
+    let api = RuntimeApi::start().await;
+    let mut lambda = Lambda::start(
+        &api,
+        RULES,
+        &[
+            (
+                "OPSRELAY_DATABASE_URL",
+                fresh_database(Engine::Postgres).await,
+            ),
+            ("OPSRELAY_DB_CA_FILE", service("OPSRELAY_TEST_CA_FILE")),
+            ("OPSRELAY_SLACK_WEBHOOK_URL", slack.url.clone()),
+            ("OPSRELAY_SLACK_WEBHOOK_URL_REVOKED", slack.url.clone()),
+            ("OPSRELAY_DLQ_URL", queues.dlq.clone()),
+        ],
+    )
+    .await;
+    api.invoke(
+        "doctor-1",
+        json!({ "opsrelay": "doctor" }),
+        Duration::from_secs(10),
+    );
+    let posted = api.posted(1, Duration::from_secs(30)).await;
+    let _ = lambda.child.start_kill();
+    let Some(Posted::Response { body, .. }) = posted.first() else {
+        panic!("{posted:?}\n{}", lambda.log())
+    };
+    assert_eq!(body["ok"], true, "{body:#}");
+    let names: Vec<&str> = body["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"login (postgres)") && names.contains(&"dlq"),
+        "{names:?}"
+    );
+    assert!(
+        names
+            .iter()
+            .any(|n| n.starts_with("query of rule order.created")),
+        "{names:?}"
     );
 }

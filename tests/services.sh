@@ -21,6 +21,11 @@ if ! command -v mariadbd >/dev/null 2>&1 && [ ! -x /usr/sbin/mariadbd ]; then
   apt-get update -qq >/dev/null
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends mariadb-server mariadb-client >/dev/null
 fi
+if ! command -v openssl >/dev/null 2>&1; then
+  _svc_log "installing openssl"
+  apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssl >/dev/null
+fi
 if ! command -v moto_server >/dev/null 2>&1; then
   _svc_log "installing moto"
   python3 -m pip install -q 'moto[server]>=5.1'
@@ -53,6 +58,22 @@ trap _svc_stop EXIT
 pg_pass="pg-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 my_pass="my-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 
+# TLS: a test CA, a server certificate for db.opsrelay.test (a name, no IP: as RDS's certificates),
+# and another CA that did not sign it.
+certs="$OPSRELAY_SERVICES_DIR/certs"
+mkdir -p "$certs"
+(
+  cd "$certs"
+  openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 3 -subj "/CN=opsrelay test CA" 2>/dev/null
+  openssl req -x509 -newkey rsa:2048 -nodes -keyout other-ca.key -out other-ca.pem -days 3 -subj "/CN=another CA" 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj "/CN=db.opsrelay.test" 2>/dev/null
+  printf 'subjectAltName=DNS:db.opsrelay.test\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n' > server.ext
+  openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 3 -extfile server.ext 2>/dev/null
+)
+chmod 755 "$certs"
+chmod 644 "$certs"/*.pem
+export OPSRELAY_TEST_CA_FILE="$certs/ca.pem" OPSRELAY_TEST_OTHER_CA_FILE="$certs/other-ca.pem" OPSRELAY_TEST_DB_NAME=db.opsrelay.test
+
 # PostgreSQL: initdb refuses root, so it runs as the postgres user.
 pg_port=$(_svc_port)
 mkdir -p "$OPSRELAY_SERVICES_DIR/pg" "$OPSRELAY_SERVICES_DIR/pglog"
@@ -60,7 +81,9 @@ chown postgres "$OPSRELAY_SERVICES_DIR/pg" "$OPSRELAY_SERVICES_DIR/pglog"
 printf '%s\n' "$pg_pass" > "$OPSRELAY_SERVICES_DIR/pgpass"
 chown postgres "$OPSRELAY_SERVICES_DIR/pgpass"
 su postgres -s /bin/sh -c "initdb -D '$OPSRELAY_SERVICES_DIR/pg' -U postgres --auth-local=trust --auth-host=scram-sha-256 --pwfile='$OPSRELAY_SERVICES_DIR/pgpass' --no-sync" >"$OPSRELAY_SERVICES_DIR/pg-init.log" 2>&1
-su postgres -s /bin/sh -c "pg_ctl -D '$OPSRELAY_SERVICES_DIR/pg' -w -l '$OPSRELAY_SERVICES_DIR/pglog/pg.log' -o \"-p $pg_port -k '$OPSRELAY_SERVICES_DIR/pg' -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300\" start" >/dev/null
+install -o postgres -m 600 "$certs/server.key" "$OPSRELAY_SERVICES_DIR/pg/server.key"
+install -o postgres -m 644 "$certs/server.pem" "$OPSRELAY_SERVICES_DIR/pg/server.pem"
+su postgres -s /bin/sh -c "pg_ctl -D '$OPSRELAY_SERVICES_DIR/pg' -w -l '$OPSRELAY_SERVICES_DIR/pglog/pg.log' -o \"-p $pg_port -k '$OPSRELAY_SERVICES_DIR/pg' -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300 -c ssl=on -c ssl_cert_file=server.pem -c ssl_key_file=server.key\" start" >/dev/null
 export OPSRELAY_TEST_POSTGRES_URL="postgres://postgres:${pg_pass}@127.0.0.1:${pg_port}/postgres"
 export OPSRELAY_TEST_POSTGRES_PASSWORD="$pg_pass"
 _svc_log "PostgreSQL on 127.0.0.1:$pg_port"
@@ -71,7 +94,8 @@ mkdir -p "$OPSRELAY_SERVICES_DIR/my"
 mariadb-install-db --no-defaults --datadir="$OPSRELAY_SERVICES_DIR/my" --user=root --auth-root-authentication-method=normal >"$OPSRELAY_SERVICES_DIR/my-init.log" 2>&1
 mariadbd --no-defaults --datadir="$OPSRELAY_SERVICES_DIR/my" --socket="$OPSRELAY_SERVICES_DIR/my/s.sock" \
   --port="$my_port" --bind-address=127.0.0.1 --user=root --skip-log-bin --max-connections=300 \
-  --innodb-flush-log-at-trx-commit=0 >"$OPSRELAY_SERVICES_DIR/my.log" 2>&1 &
+  --innodb-flush-log-at-trx-commit=0 \
+  --ssl-cert="$certs/server.pem" --ssl-key="$certs/server.key" --ssl-ca="$certs/ca.pem" >"$OPSRELAY_SERVICES_DIR/my.log" 2>&1 &
 _svc_pids+=($!)
 _svc_wait MariaDB 60 mariadb --no-defaults -uroot --socket="$OPSRELAY_SERVICES_DIR/my/s.sock" -e 'SELECT 1' || { cat "$OPSRELAY_SERVICES_DIR/my.log" >&2; exit 1; }
 mariadb --no-defaults -uroot --socket="$OPSRELAY_SERVICES_DIR/my/s.sock" -e "

@@ -1,8 +1,11 @@
 //! The opsrelay Lambda: builds everything once at init, then handles SQS batches.
 
+// The async state machine of `main` is deep enough that release builds need more than the
+// default query depth to lay it out.
+#![recursion_limit = "256"]
+
 use std::process::ExitCode;
 
-use aws_lambda_events::sqs::SqsEvent;
 use lambda_runtime::{LambdaEvent, service_fn};
 use opsrelay::telemetry::{self, LogFormat};
 
@@ -22,12 +25,14 @@ async fn run() -> Result<(), anyhow::Error> {
     let sdk = opsrelay::aws::sdk_config().await;
     let relay = opsrelay::startup::relay_from_env(&sdk).await?;
     let relay = &relay;
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
-        let deadline = event.context.deadline();
-        opsrelay::lambda::handle(relay, event.payload, deadline)
-            .await
-            .map_err(lambda_runtime::Error::from)
-    }))
+    lambda_runtime::run(service_fn(
+        move |event: LambdaEvent<serde_json::Value>| async move {
+            let deadline = event.context.deadline();
+            opsrelay::lambda::handle_any(relay, event.payload, deadline)
+                .await
+                .map_err(lambda_runtime::Error::from)
+        },
+    ))
     .await
     .map_err(|e| anyhow::anyhow!(e))
 }

@@ -1,5 +1,9 @@
 //! The operator CLI: the local run, rule checks and previews, and the queue worker.
 
+// The async state machine of `main` is deep enough that release builds need more than the
+// default query depth to lay it out.
+#![recursion_limit = "256"]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -40,6 +44,13 @@ enum Command {
         /// The record's columns as a JSON object, instead of querying the database.
         #[arg(long)]
         row: Option<PathBuf>,
+    },
+    /// Check, one line each, everything the relay must reach: DNS, the database address, TCP, TLS,
+    /// login, the rules' queries, the Slack hosts and the DLQ. Exit 1 when anything fails.
+    Doctor {
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Long-poll an SQS queue and process it with the Lambda's semantics.
     Worker {
@@ -109,6 +120,21 @@ async fn run(command: Command) -> Result<ExitCode, anyhow::Error> {
         }
         Command::Check => opsrelay::check::run().await,
         Command::Render { event, row } => opsrelay::check::render(&event, row.as_deref()).await,
+        Command::Doctor { json } => {
+            let sdk = opsrelay::aws::sdk_config().await;
+            let relay = opsrelay::startup::relay_from_env(&sdk).await?;
+            let report = opsrelay::doctor::run(&relay).await;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.text());
+            }
+            Ok(if report.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
         Command::Worker {
             queue_url,
             wait_seconds,

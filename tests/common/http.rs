@@ -7,15 +7,23 @@ use tokio::net::TcpStream;
 pub struct HttpRequest {
     pub method: String,
     pub path: String,
+    /// Header names in lower case.
+    pub headers: std::collections::BTreeMap<String, String>,
     pub body: Vec<u8>,
 }
 
 /// A response with a status, extra headers and a body.
 pub fn respond(code: u16, reason: &str, headers: &[(&str, String)], body: &str) -> String {
     let mut out = format!(
-        "HTTP/1.1 {code} {reason}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n",
+        "HTTP/1.1 {code} {reason}\r\ncontent-length: {}\r\n",
         body.len()
     );
+    if !headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("content-type"))
+    {
+        out.push_str("content-type: text/plain\r\n");
+    }
     for (name, value) in headers {
         out.push_str(&format!("{name}: {value}\r\n"));
     }
@@ -42,13 +50,17 @@ pub async fn read_request(stream: &mut TcpStream) -> Option<HttpRequest> {
     let mut words = head.split_whitespace();
     let method = words.next().unwrap_or("GET").to_string();
     let path = words.next().unwrap_or("/").to_string();
-    let length = head
+    let headers: std::collections::BTreeMap<String, String> = head
         .lines()
-        .find_map(|line| {
+        .skip(1)
+        .filter_map(|line| {
             let (name, value) = line.split_once(':')?;
-            name.eq_ignore_ascii_case("content-length")
-                .then(|| value.trim().parse::<usize>().ok())?
+            Some((name.trim().to_ascii_lowercase(), value.trim().to_string()))
         })
+        .collect();
+    let length = headers
+        .get("content-length")
+        .and_then(|v| v.parse::<usize>().ok())
         .unwrap_or(0);
     while buffer.len() < header_end + length {
         let n = stream.read(&mut chunk).await.ok()?;
@@ -60,6 +72,7 @@ pub async fn read_request(stream: &mut TcpStream) -> Option<HttpRequest> {
     Some(HttpRequest {
         method,
         path,
+        headers,
         body: buffer[header_end..header_end + length].to_vec(),
     })
 }

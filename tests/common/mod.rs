@@ -4,7 +4,11 @@
 
 #![allow(dead_code)]
 
+pub mod dns;
+pub mod esm;
+pub mod flaky_aws;
 pub mod http;
+pub mod lambda;
 pub mod runtime;
 pub mod slack;
 

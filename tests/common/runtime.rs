@@ -81,6 +81,34 @@ impl RuntimeApi {
         }
     }
 
+    /// Waits for the result of `request_id`, up to `wait`.
+    pub async fn result_of(&self, request_id: &str, wait: Duration) -> Option<Posted> {
+        let until = tokio::time::Instant::now() + wait;
+        loop {
+            let found = self
+                .state
+                .lock()
+                .unwrap()
+                .posted
+                .iter()
+                .find(|p| match p {
+                    Posted::Response { request_id: id, .. }
+                    | Posted::Error { request_id: id, .. } => id == request_id,
+                    Posted::InitError(_) => false,
+                })
+                .cloned();
+            if found.is_some() || tokio::time::Instant::now() >= until {
+                return found;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Drops invocations not yet handed out (their process was killed).
+    pub fn forget_pending(&self) {
+        self.state.lock().unwrap().events.clear();
+    }
+
     async fn serve(self, mut stream: TcpStream) {
         while let Some(request) = read_request(&mut stream).await {
             let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap_or_default();
@@ -100,7 +128,7 @@ impl RuntimeApi {
                         "Lambda-Runtime-Trace-Id",
                         "Root=1-00000000-000000000000000000000000".into(),
                     ),
-                    ("Content-Type", "application/json".into()),
+                    ("content-type", "application/json".into()),
                 ];
                 respond(200, "OK", &headers, &payload)
             } else {

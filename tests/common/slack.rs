@@ -40,6 +40,8 @@ pub struct Request {
 struct State {
     script: VecDeque<Reply>,
     default: Option<Reply>,
+    /// Percent of requests that get a fault, and the generator's state.
+    chaos: Option<(u64, u64)>,
     requests: Vec<Request>,
     in_flight: usize,
     max_in_flight: usize,
@@ -82,6 +84,12 @@ impl SlackStandIn {
         self.state.lock().unwrap().default = Some(reply);
     }
 
+    /// From now on, `percent` % of requests (drawn from a seeded generator) get a fault: 429 with
+    /// Retry-After 1, 503, an answer past the client's timeout, or a dropped connection.
+    pub fn chaos(&self, percent: u64, seed: u64) {
+        self.state.lock().unwrap().chaos = (percent > 0).then_some((percent, seed.max(1)));
+    }
+
     pub fn requests(&self) -> Vec<Request> {
         self.state.lock().unwrap().requests.clone()
     }
@@ -109,10 +117,9 @@ async fn serve(mut stream: TcpStream, state: Arc<Mutex<State>>) {
             let mut s = state.lock().unwrap();
             s.in_flight += 1;
             s.max_in_flight = s.max_in_flight.max(s.in_flight);
-            let reply = s
-                .script
-                .pop_front()
-                .or_else(|| s.default.clone())
+            let scripted = s.script.pop_front().or_else(|| s.default.clone());
+            let reply = scripted
+                .or_else(|| chaos_reply(&mut s.chaos))
                 .unwrap_or(Reply::Ok);
             s.requests.push(Request {
                 path: request.path,
@@ -147,4 +154,24 @@ async fn serve(mut stream: TcpStream, state: Arc<Mutex<State>>) {
             return;
         }
     }
+}
+
+/// A fault for this request, or `None`, from a xorshift generator (deterministic per seed).
+fn chaos_reply(chaos: &mut Option<(u64, u64)>) -> Option<Reply> {
+    let (percent, state) = chaos.as_mut()?;
+    let mut next = || {
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        *state
+    };
+    if next() % 100 >= *percent {
+        return None;
+    }
+    Some(match next() % 4 {
+        0 => Reply::RateLimited(1),
+        1 => Reply::Status(503, "service_unavailable"),
+        2 => Reply::Slow(Duration::from_secs(3)),
+        _ => Reply::Drop,
+    })
 }

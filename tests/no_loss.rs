@@ -1,0 +1,355 @@
+//! The no-loss run: N events published to SNS flow through the real Lambda binary (driven by an event
+//! source mapping stand-in) while faults are injected — Slack 429/5xx/timeouts/dropped connections
+//! (~30 %), DLQ sends failing (~10 %), malformed events (5 %), DNS black-holed for a while, the
+//! database restarted mid-run, invocations cut by a short deadline and the process killed mid-batch.
+//! Every event is then accounted for: delivered to Slack, or in the DLQ with a reason; lost must be 0.
+//! Then the faults stop, the DLQ is redriven with `opsrelay dlq redrive`, and every event that was not
+//! malformed must be delivered.
+//!
+//! CI runs N = 500. For the large run: `OPSRELAY_NO_LOSS_EVENTS=10000 bash tests/run.sh --test no_loss -- --nocapture`.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use aws_sdk_sns::types::PublishBatchRequestEntry;
+use aws_sdk_sqs::types::QueueAttributeName;
+use common::dns::{DnsMode, DnsServer};
+use common::esm::{EventSourceMapping, Invocation};
+use common::flaky_aws::FlakyAws;
+use common::lambda::Lambda;
+use common::runtime::RuntimeApi;
+use common::slack::SlackStandIn;
+use common::{Engine, drain, fresh_database, queues, sdk, service};
+use tokio::time::Instant;
+
+const RULES: &str = r#"
+[rules."order.created"]
+query = "SELECT id, customer FROM orders WHERE id = $1"
+id_type = "integer"
+text = "Order {{ id }} for {{ customer }}"
+"#;
+
+/// What became of every event.
+#[derive(Default, Debug)]
+struct Tally {
+    delivered: BTreeSet<u64>,
+    posts: usize,
+    duplicates: usize,
+    dead: BTreeMap<u64, String>,
+    dead_without_reason: usize,
+}
+
+fn event_number(body: &str) -> Option<u64> {
+    let envelope: serde_json::Value = serde_json::from_str(body).ok()?;
+    let event: serde_json::Value = serde_json::from_str(envelope["Message"].as_str()?).ok()?;
+    event["id"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .or_else(|| event["ref"].as_u64())
+}
+
+async fn tally(slack: &SlackStandIn, client: &aws_sdk_sqs::Client, dlq: &str) -> Tally {
+    let mut tally = Tally::default();
+    for message in slack.delivered() {
+        let text = message["text"].as_str().unwrap_or_default();
+        let id: u64 = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .expect("Order {id} for …");
+        tally.posts += 1;
+        if !tally.delivered.insert(id) {
+            tally.duplicates += 1;
+        }
+    }
+    for message in drain(client, dlq).await {
+        let number = event_number(message.body().unwrap_or_default()).expect("a published event");
+        match message
+            .message_attributes()
+            .and_then(|a| a.get("opsrelay-failure"))
+            .and_then(|v| v.string_value())
+        {
+            Some(failure) => {
+                let failure: serde_json::Value = serde_json::from_str(failure).unwrap();
+                tally.dead.insert(
+                    number,
+                    failure["code"].as_str().unwrap_or_default().to_string(),
+                );
+            }
+            None => {
+                tally.dead_without_reason += 1;
+                tally.dead.insert(number, "(no reason)".into());
+            }
+        }
+    }
+    tally
+}
+
+async fn queue_is_drained(client: &aws_sdk_sqs::Client, url: &str) -> bool {
+    let attributes = client
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap_or_default();
+    let count = |name| {
+        attributes
+            .get(&name)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(1)
+    };
+    count(QueueAttributeName::ApproximateNumberOfMessages)
+        + count(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        == 0
+}
+
+fn restart_postgres() {
+    let dir = service("OPSRELAY_SERVICES_DIR");
+    let status = std::process::Command::new("su")
+        .args([
+            "postgres",
+            "-s",
+            "/bin/sh",
+            "-c",
+            &format!("pg_ctl -D '{dir}/pg' -w -m fast restart >/dev/null"),
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success(), "PostgreSQL restarted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_event_is_lost_under_faults_and_a_redrive_delivers_the_rest() {
+    let n: u64 = std::env::var("OPSRELAY_NO_LOSS_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(500);
+    let started = Instant::now();
+
+    // The record of every event exists; the database is reached by name through the test DNS.
+    let url = fresh_database(Engine::Postgres).await;
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    sqlx::query("INSERT INTO orders (id, customer, total, paid, quantity) SELECT g, 'Customer ' || g, 1.00, TRUE, 1 FROM generate_series(1, $1) g ON CONFLICT DO NOTHING")
+        .bind(n as i64)
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let named = url.replace("127.0.0.1", &service("OPSRELAY_TEST_DB_NAME")) + "?sslmode=require";
+    let dns = DnsServer::start(DnsMode::Answer(vec!["127.0.0.1".parse().unwrap()])).await;
+
+    // SNS → SQS (enveloped) → DLQ after 6 receives; opsrelay dead-letters on its 5th, one receive
+    // early, so that a process dying on that receive still leaves a reasoned dead letter.
+    let queues = queues(6, 6).await;
+    let sns = aws_sdk_sns::Client::new(&sdk().await);
+    let topic = sns
+        .create_topic()
+        .name(common::unique("events"))
+        .send()
+        .await
+        .unwrap()
+        .topic_arn
+        .unwrap();
+    sns.subscribe()
+        .topic_arn(&topic)
+        .protocol("sqs")
+        .endpoint(&queues.source_arn)
+        .send()
+        .await
+        .unwrap();
+
+    let slack = SlackStandIn::start(vec![]).await;
+    slack.chaos(30, 7);
+    let aws = FlakyAws::start(service("OPSRELAY_TEST_AWS_ENDPOINT"), 10).await;
+    let api = RuntimeApi::start().await;
+    let env = vec![
+        ("OPSRELAY_DATABASE_URL", named.clone()),
+        ("OPSRELAY_DNS_SERVERS", dns.address.to_string()),
+        ("OPSRELAY_DB_HOST_ADDRS", "127.0.0.1".into()),
+        ("OPSRELAY_DB_CA_FILE", service("OPSRELAY_TEST_CA_FILE")),
+        ("OPSRELAY_SLACK_WEBHOOK_URL", slack.url.clone()),
+        ("OPSRELAY_DLQ_URL", queues.dlq.clone()),
+        ("OPSRELAY_MAX_RECEIVE_COUNT", "5".into()),
+        ("OPSRELAY_SLACK_RATE_PER_SECOND", "1000".into()),
+        ("OPSRELAY_SLACK_BURST", "100".into()),
+        ("OPSRELAY_SLACK_TIMEOUT_MS", "1000".into()),
+        ("OPSRELAY_REPLICA_LAG_GRACE_SECONDS", "600".into()),
+        ("OPSRELAY_LOG", "error".into()),
+        ("AWS_ENDPOINT_URL", aws.url.clone()),
+        ("AWS_MAX_ATTEMPTS", "1".into()),
+    ];
+    let mut lambda = Lambda::start(&api, RULES, &env).await;
+    let mut esm = EventSourceMapping::new(
+        queues.client.clone(),
+        queues.source.clone(),
+        queues.source_arn.clone(),
+        api.clone(),
+    );
+
+    // Publish: 5 % malformed (no id; `ref` lets the tally find them).
+    let mut malformed = BTreeSet::new();
+    for chunk in (1..=n).collect::<Vec<_>>().chunks(10) {
+        let entries = chunk.iter().map(|&i| {
+            let message = if i % 20 == 0 {
+                malformed.insert(i);
+                format!(r#"{{"type":"order.created","ref":{i}}}"#)
+            } else {
+                format!(r#"{{"type":"order.created","id":"{i}"}}"#)
+            };
+            PublishBatchRequestEntry::builder()
+                .id(i.to_string())
+                .message(message)
+                .build()
+                .unwrap()
+        });
+        sns.publish_batch()
+            .topic_arn(&topic)
+            .set_publish_batch_request_entries(Some(entries.collect()))
+            .send()
+            .await
+            .unwrap();
+    }
+
+    // Run under faults.
+    let (mut invocations, mut killed, mut cut, mut empties) = (0u64, 0u64, 0u64, 0);
+    let budget = Duration::from_secs(60 + n / 2);
+    while started.elapsed() < budget {
+        let k = invocations;
+        dns.set(if (20..40).contains(&k) {
+            DnsMode::Drop
+        } else {
+            DnsMode::Answer(vec!["127.0.0.1".parse().unwrap()])
+        });
+        if k == 30 {
+            tokio::task::spawn_blocking(restart_postgres).await.unwrap();
+        }
+        let short = k % 17 == 5;
+        let kill = k % 23 == 11;
+        let timeout = if short {
+            Duration::from_millis(1_200)
+        } else {
+            Duration::from_secs(5)
+        };
+        let child = &mut lambda.child;
+        let outcome = esm
+            .poll_once(timeout, async || {
+                if kill {
+                    tokio::time::sleep(Duration::from_millis(30)).await;
+                    let _ = child.kill().await;
+                }
+            })
+            .await;
+        match outcome {
+            Invocation::Empty => {
+                empties += 1;
+                if empties >= 3 && queue_is_drained(&queues.client, &queues.source).await {
+                    break;
+                }
+                continue;
+            }
+            _ => empties = 0,
+        }
+        invocations += 1;
+        cut += u64::from(short);
+        if kill {
+            killed += 1;
+            lambda = Lambda::start(&api, RULES, &env).await;
+        }
+    }
+    assert!(
+        queue_is_drained(&queues.client, &queues.source).await,
+        "the queue drained within {budget:?}"
+    );
+
+    let tally = tally(&slack, &queues.client, &queues.dlq).await;
+    let lost: Vec<u64> = (1..=n)
+        .filter(|i| !tally.delivered.contains(i) && !tally.dead.contains_key(i))
+        .collect();
+    let faults = slack.requests().len() - tally.posts;
+    println!(
+        "\n| events | delivered | in DLQ (with reason) | lost | duplicate posts | Slack faults | DLQ sends failed | invocations (cut, killed) |\n|---|---|---|---|---|---|---|---|\n| {n} | {} | {} ({}) | {} | {} ({:.2} %) | {faults} | {} | {invocations} ({cut}, {killed}) |",
+        tally.delivered.len(),
+        tally.dead.len(),
+        tally.dead.len() - tally.dead_without_reason,
+        lost.len(),
+        tally.duplicates,
+        tally.duplicates as f64 * 100.0 / n as f64,
+        aws.failed.load(std::sync::atomic::Ordering::SeqCst),
+    );
+    assert!(lost.is_empty(), "lost events: {lost:?}");
+    assert_eq!(
+        tally.dead_without_reason, 0,
+        "every DLQ message carries its reason"
+    );
+    for i in &malformed {
+        assert_eq!(
+            tally.dead.get(i).map(String::as_str),
+            Some("malformed_event"),
+            "malformed event {i}"
+        );
+    }
+
+    // Faults off; the DLQ goes back to the source queue; everything not malformed is delivered.
+    slack.chaos(0, 1);
+    aws.set_percent(0);
+    dns.set(DnsMode::Answer(vec!["127.0.0.1".parse().unwrap()]));
+    let redrive = tokio::process::Command::new(env!("CARGO_BIN_EXE_opsrelay"))
+        .args([
+            "dlq",
+            "redrive",
+            "--from",
+            &queues.dlq,
+            "--to",
+            &queues.source,
+        ])
+        .env("AWS_ENDPOINT_URL", service("OPSRELAY_TEST_AWS_ENDPOINT"))
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        redrive.status.success(),
+        "{}",
+        String::from_utf8_lossy(&redrive.stderr)
+    );
+    let mut empties = 0;
+    while empties < 3 || !queue_is_drained(&queues.client, &queues.source).await {
+        match esm.poll_once(Duration::from_secs(5), async || {}).await {
+            Invocation::Empty => empties += 1,
+            _ => empties = 0,
+        }
+        assert!(
+            started.elapsed() < budget * 2,
+            "the redriven messages drained"
+        );
+    }
+    let after = tally
+        .delivered
+        .union(&tally_delivered(&slack))
+        .copied()
+        .collect::<BTreeSet<u64>>();
+    let undelivered: Vec<u64> = (1..=n)
+        .filter(|i| !malformed.contains(i) && !after.contains(i))
+        .collect();
+    assert!(
+        undelivered.is_empty(),
+        "not delivered after the redrive: {undelivered:?}"
+    );
+    let _ = lambda.child.kill().await;
+}
+
+fn tally_delivered(slack: &SlackStandIn) -> BTreeSet<u64> {
+    slack
+        .delivered()
+        .iter()
+        .filter_map(|m| m["text"].as_str()?.split_whitespace().nth(1)?.parse().ok())
+        .collect()
+}
