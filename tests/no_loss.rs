@@ -303,7 +303,7 @@ async fn no_event_is_lost_under_faults_and_a_redrive_delivers_the_rest() {
         .args([
             "dlq",
             "redrive",
-            "--from",
+            "--dlq",
             &queues.dlq,
             "--to",
             &queues.source,

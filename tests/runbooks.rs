@@ -88,11 +88,8 @@ fn runnable_blocks_of(file: &str, text: &str) -> Vec<Block> {
     for (index, line) in text.lines().enumerate() {
         let fence = line.trim_start().starts_with("```");
         match open.take() {
-            Some((block, runnable)) if fence => {
-                if runnable {
-                    blocks.push(block);
-                }
-            }
+            Some((block, true)) if fence => blocks.push(block),
+            Some((_, false)) if fence => {}
             Some((mut block, runnable)) => {
                 block.code.push_str(line);
                 block.code.push('\n');
