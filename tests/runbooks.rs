@@ -325,11 +325,26 @@ async fn stack(database_url: &str, slack: &SlackStandIn) -> Stack {
         r#"{"id": 42, "customer": "Ada & Co", "total": "129.90"}"#,
     );
     let bin = Path::new(env!("CARGO_BIN_EXE_opsrelay")).parent().unwrap();
-    let path = format!(
-        "{}:{}",
-        bin.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    let system_path = std::env::var("PATH").unwrap_or_default();
+    // The local endpoint substituted for AWS's: this awscli (v1) does not read AWS_ENDPOINT_URL, so
+    // `aws` is a shim that passes it as --endpoint-url.
+    let real_aws = std::env::split_paths(&system_path)
+        .map(|dir| dir.join("aws"))
+        .find(|candidate| candidate.is_file())
+        .expect("the aws CLI is installed (pip install awscli)");
+    let shims = dir.path().join("shims");
+    std::fs::create_dir(&shims).unwrap();
+    let shim = shims.join("aws");
+    std::fs::write(
+        &shim,
+        format!(
+            "#!/bin/sh\nexec '{}' --endpoint-url \"$AWS_ENDPOINT_URL\" \"$@\"\n",
+            real_aws.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&shim, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}:{system_path}", shims.display(), bin.display());
     let env = [
         ("PATH", path),
         ("HOME", dir.path().display().to_string()),
@@ -339,6 +354,7 @@ async fn stack(database_url: &str, slack: &SlackStandIn) -> Stack {
         ("OPSRELAY_DLQ_URL", queues.dlq.clone()),
         ("OPSRELAY_RULES", rules),
         ("OPSRELAY_DATABASE_URL", database_url.to_string()),
+        ("OPSRELAY_DB_CA_FILE", service("OPSRELAY_TEST_CA_FILE")),
         ("OPSRELAY_SLACK_WEBHOOK_URL", slack.url.clone()),
         ("EVENT_FILE", event_file),
         ("ROW_FILE", row_file),
