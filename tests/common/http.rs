@@ -1,5 +1,7 @@
 //! The little HTTP/1.1 the stand-ins need: read one request, write one response.
 
+#![allow(dead_code)]
+
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 

@@ -1,6 +1,7 @@
 //! A local stand-in for the Lambda Runtime API, enough to run the real `opsrelay-lambda` binary:
 //! `GET /2018-06-01/runtime/invocation/next` hands out queued events with the request id and deadline
-//! headers, and the binary's `…/response`, `…/error` and `init/error` posts are recorded.
+//! headers, and the binary's `…/response`, `…/error` and `init/error` posts are recorded, with when
+//! each `next` request and each post arrived (the benchmarks time init and batches with them).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -9,6 +10,7 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use super::http::{read_request, respond};
 
@@ -30,6 +32,8 @@ pub enum Posted {
 struct State {
     events: VecDeque<(String, serde_json::Value, Duration)>,
     posted: Vec<Posted>,
+    posted_at: Vec<Instant>,
+    next_requested_at: Vec<Instant>,
 }
 
 /// The running stand-in.
@@ -109,11 +113,23 @@ impl RuntimeApi {
         self.state.lock().unwrap().events.clear();
     }
 
+    /// When each `next` request arrived, in order.
+    pub fn next_requested_at(&self) -> Vec<Instant> {
+        self.state.lock().unwrap().next_requested_at.clone()
+    }
+
+    /// When each result was posted, in the order of [`RuntimeApi::posted`].
+    pub fn posted_at(&self) -> Vec<Instant> {
+        self.state.lock().unwrap().posted_at.clone()
+    }
+
     async fn serve(self, mut stream: TcpStream) {
         while let Some(request) = read_request(&mut stream).await {
             let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap_or_default();
             let response = if request.method == "GET" && request.path.ends_with("/invocation/next")
             {
+                let now = Instant::now();
+                self.state.lock().unwrap().next_requested_at.push(now);
                 let (request_id, event, timeout) = self.next_event().await;
                 let deadline = chrono::Utc::now().timestamp_millis() + timeout.as_millis() as i64;
                 let payload = event.to_string();
@@ -151,7 +167,10 @@ impl RuntimeApi {
                         body,
                     }
                 };
-                self.state.lock().unwrap().posted.push(posted);
+                let mut state = self.state.lock().unwrap();
+                state.posted.push(posted);
+                state.posted_at.push(Instant::now());
+                drop(state);
                 respond(202, "Accepted", &[], "{}")
             };
             if stream.write_all(response.as_bytes()).await.is_err() {
