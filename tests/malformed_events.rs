@@ -9,7 +9,6 @@ use std::time::Duration;
 use aws_sdk_sqs::types::QueueAttributeName;
 use common::slack::SlackStandIn;
 use common::{drain, failure_of, queues, record, settings};
-use opsrelay::dlq::DeadLetters;
 use opsrelay::pipeline::{Outcome, batch_response};
 use serde::Deserialize;
 use tokio::time::Instant;
@@ -43,10 +42,7 @@ async fn every_malformed_event_is_dead_lettered_with_its_reason_and_the_rest_are
         common::rules("[rules.\"order.created\"]\ntext = \"Order {{ event.id }}\"\n"),
         None,
         &slack.url,
-        DeadLetters::Sqs {
-            client: queues.client.clone(),
-            queue_url: queues.dlq.clone(),
-        },
+        queues.dead_letters(),
     )
     .await;
 

@@ -21,7 +21,7 @@ use common::flaky_aws::FlakyAws;
 use common::lambda::Lambda;
 use common::runtime::RuntimeApi;
 use common::slack::SlackStandIn;
-use common::{Engine, drain, fresh_database, queues, sdk, service};
+use common::{Engine, drain, fresh_database, queues, service};
 use tokio::time::Instant;
 
 const RULES: &str = r#"
@@ -147,22 +147,7 @@ async fn no_event_is_lost_under_faults_and_a_redrive_delivers_the_rest() {
     // SNS → SQS (enveloped) → DLQ after 6 receives; opsrelay dead-letters on its 5th, one receive
     // early, so that a process dying on that receive still leaves a reasoned dead letter.
     let queues = queues(6, 6).await;
-    let sns = aws_sdk_sns::Client::new(&sdk().await);
-    let topic = sns
-        .create_topic()
-        .name(common::unique("events"))
-        .send()
-        .await
-        .unwrap()
-        .topic_arn
-        .unwrap();
-    sns.subscribe()
-        .topic_arn(&topic)
-        .protocol("sqs")
-        .endpoint(&queues.source_arn)
-        .send()
-        .await
-        .unwrap();
+    let (sns, topic) = queues.subscribed_topic(false).await;
 
     let slack = SlackStandIn::start(vec![]).await;
     slack.chaos(30, 7);

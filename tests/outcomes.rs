@@ -35,10 +35,7 @@ async fn setup(script: Vec<Reply>, overrides: &[(&str, &str)]) -> Run {
         common::rules(RULES),
         None,
         &slack.url,
-        DeadLetters::Sqs {
-            client: queues.client.clone(),
-            queue_url: queues.dlq.clone(),
-        },
+        queues.dead_letters(),
     )
     .await;
     Run {
@@ -427,10 +424,7 @@ text = "b {{ event.id }}"
         rules,
         None,
         resolved.destinations,
-        DeadLetters::Sqs {
-            client: queues.client.clone(),
-            queue_url: queues.dlq.clone(),
-        },
+        queues.dead_letters(),
     )
     .unwrap();
     let grouped = |id: &str, kind: &str, group: &str| {

@@ -12,7 +12,6 @@ use std::time::Duration;
 use aws_sdk_sqs::types::QueueAttributeName;
 use common::slack::{Reply, SlackStandIn};
 use common::{Engine, event, fresh_database, queues, record, service, settings};
-use opsrelay::dlq::DeadLetters;
 use opsrelay::pipeline::Outcome;
 use tokio::time::Instant;
 
@@ -259,10 +258,7 @@ async fn stack(database_url: &str, slack: &SlackStandIn) -> Stack {
         common::rules(RULES),
         Some(database_url),
         &revoked.url,
-        DeadLetters::Sqs {
-            client: queues.client.clone(),
-            queue_url: queues.dlq.clone(),
-        },
+        queues.dead_letters(),
     )
     .await;
     let missing = r#"{"type": "order.created", "id": 999, "occurred_at": "2020-01-01T00:00:00Z"}"#;

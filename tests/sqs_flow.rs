@@ -9,8 +9,7 @@ use std::time::Duration;
 
 use aws_sdk_sns::types::MessageAttributeValue;
 use common::slack::{Reply, SlackStandIn};
-use common::{Queues, drain, failure_of, queues, sdk, settings};
-use opsrelay::dlq::DeadLetters;
+use common::{Queues, drain, failure_of, queues, settings};
 use opsrelay::pipeline::Relay;
 use opsrelay::worker::{self, WorkerOptions, WorkerStats};
 
@@ -30,25 +29,8 @@ struct Flow {
 /// A topic whose queue (redriving to a DLQ after `max_receives`) is subscribed with or without raw
 /// delivery, and a relay reading it.
 async fn flow(raw: bool, max_receives: u32, visibility_s: u32) -> Flow {
-    let sdk = sdk().await;
-    let sns = aws_sdk_sns::Client::new(&sdk);
     let queues = queues(max_receives, visibility_s).await;
-    let topic = sns
-        .create_topic()
-        .name(common::unique("events"))
-        .send()
-        .await
-        .unwrap()
-        .topic_arn
-        .unwrap();
-    sns.subscribe()
-        .topic_arn(&topic)
-        .protocol("sqs")
-        .endpoint(&queues.source_arn)
-        .attributes("RawMessageDelivery", raw.to_string())
-        .send()
-        .await
-        .unwrap();
+    let (sns, topic) = queues.subscribed_topic(raw).await;
     let slack = SlackStandIn::start(vec![]).await;
     let max = max_receives.to_string();
     let relay = common::relay(
@@ -56,10 +38,7 @@ async fn flow(raw: bool, max_receives: u32, visibility_s: u32) -> Flow {
         common::rules(RULES),
         None,
         &slack.url,
-        DeadLetters::Sqs {
-            client: queues.client.clone(),
-            queue_url: queues.dlq.clone(),
-        },
+        queues.dead_letters(),
     )
     .await;
     Flow {

@@ -176,6 +176,38 @@ pub async fn queues(max_receive_count: u32, visibility_timeout_s: u32) -> Queues
     }
 }
 
+impl Queues {
+    /// The relay's dead letters, into this DLQ.
+    pub fn dead_letters(&self) -> DeadLetters {
+        DeadLetters::Sqs {
+            client: self.client.clone(),
+            queue_url: self.dlq.clone(),
+        }
+    }
+
+    /// A new SNS topic that this source queue subscribes to (raw delivery or the SNS envelope).
+    pub async fn subscribed_topic(&self, raw: bool) -> (aws_sdk_sns::Client, String) {
+        let sns = aws_sdk_sns::Client::new(&sdk().await);
+        let topic = sns
+            .create_topic()
+            .name(unique("events"))
+            .send()
+            .await
+            .unwrap()
+            .topic_arn
+            .unwrap();
+        sns.subscribe()
+            .topic_arn(&topic)
+            .protocol("sqs")
+            .endpoint(&self.source_arn)
+            .attributes("RawMessageDelivery", raw.to_string())
+            .send()
+            .await
+            .unwrap();
+        (sns, topic)
+    }
+}
+
 pub async fn queue_arn(client: &aws_sdk_sqs::Client, url: &str) -> String {
     client
         .get_queue_attributes()
