@@ -23,6 +23,7 @@ use std::time::{Duration, SystemTime};
 use http::{read_request, respond};
 use opsrelay::config::{self, MissingWebhook, Settings};
 use opsrelay::dlq::DeadLetters;
+use opsrelay::lambda::Invocation;
 use opsrelay::lookup::Database;
 use opsrelay::pipeline::Relay;
 use opsrelay::rules::Rules;
@@ -403,14 +404,15 @@ async fn throughput(setup: &Setup, concurrency: usize, connections: u32) -> Thro
     )
     .unwrap();
     let deadline = SystemTime::now() + Duration::from_secs(600);
-    let warm_up = opsrelay::lambda::handle_any(&relay, sqs_event("warm", 100), deadline).await;
+    let warm_up = serde_json::from_value(sqs_event("warm", 100)).unwrap();
+    let warm_up = opsrelay::lambda::handle_any(&relay, warm_up, deadline).await;
     assert_eq!(failures(&warm_up.unwrap()), 0);
     let mut runs = Vec::new();
     for run in 0..THROUGHPUT_RUNS {
         let text = sqs_event(&format!("run{concurrency}-{run}"), BIG_BATCH).to_string();
         let cpu = cpu_of("/proc/self/stat") - sink.cpu();
         let started = Instant::now();
-        let event: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let event: Invocation = serde_json::from_str(&text).unwrap();
         let response = opsrelay::lambda::handle_any(&relay, event, deadline)
             .await
             .unwrap();

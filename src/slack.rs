@@ -72,11 +72,15 @@ pub struct SlackClient {
 
 impl SlackClient {
     pub fn new(settings: &SlackSettings) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .user_agent(concat!("opsrelay/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_millis(settings.timeout_ms))
-            .pool_idle_timeout(Duration::from_secs(50))
-            .build()?;
+            .pool_idle_timeout(Duration::from_secs(50));
+        if std::env::var_os("SSL_CERT_FILE").is_none() && std::env::var_os("SSL_CERT_DIR").is_none()
+        {
+            http = http.tls_backend_preconfigured(built_in_roots_tls());
+        }
+        let http = http.build()?;
         Ok(Self {
             http,
             timeout: Duration::from_millis(settings.timeout_ms),
@@ -142,6 +146,22 @@ impl SlackClient {
             code: error_code(&body, url),
         })
     }
+}
+
+/// TLS for the webhooks trusting the Mozilla root certificates built into the binary (`webpki-roots`):
+/// nothing to read or parse at start-up, where loading the system's store was most of the init time
+/// (README, Performance). With `SSL_CERT_FILE` or `SSL_CERT_DIR` set (a CA of your own) the system's
+/// store is used instead.
+fn built_in_roots_tls() -> rustls::ClientConfig {
+    let roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("aws-lc-rs supports rustls' default protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth()
 }
 
 /// Slack's error code (`invalid_payload`, `no_service`, …), or a short, cleaned excerpt of an

@@ -7,6 +7,7 @@
 use std::process::ExitCode;
 
 use lambda_runtime::{LambdaEvent, service_fn};
+use opsrelay::lambda::Invocation;
 use opsrelay::telemetry::{self, LogFormat};
 
 #[tokio::main]
@@ -26,7 +27,7 @@ async fn run() -> Result<(), anyhow::Error> {
     let relay = opsrelay::startup::relay_from_env(&sdk).await?;
     let relay = &relay;
     lambda_runtime::run(service_fn(
-        move |event: LambdaEvent<serde_json::Value>| async move {
+        move |event: LambdaEvent<Invocation>| async move {
             let deadline = event.context.deadline();
             opsrelay::lambda::handle_any(relay, event.payload, deadline)
                 .await
