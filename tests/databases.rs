@@ -5,6 +5,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::slack::SlackStandIn;
 use common::{Engine, fresh_database, record, settings};
 use opsrelay::dlq::DeadLetters;
 use opsrelay::pipeline::Outcome;
@@ -25,25 +26,39 @@ text = "customer={{{{ customer }}}} total={{{{ total }}}} paid={{{{ paid }}}} qu
     )
 }
 
-async fn deliver_order_42(engine: Engine) -> serde_json::Value {
-    let url = fresh_database(engine).await;
-    let slack = common::slack::SlackStandIn::start(vec![]).await;
+/// One record with `body` through a relay on the database at `url` with `rules_toml` and the
+/// settings `overrides`, given `seconds`: its outcome and the Slack stand-in it posted to.
+async fn run_one(
+    url: &str,
+    rules_toml: &str,
+    overrides: &[(&str, &str)],
+    body: &str,
+    seconds: u64,
+) -> (Outcome, SlackStandIn) {
+    let slack = SlackStandIn::start(vec![]).await;
     let dir = tempfile::tempdir().unwrap();
     let relay = common::relay(
-        settings(&[]),
-        common::rules(&rules(engine, "integer")),
-        Some(&url),
+        settings(overrides),
+        common::rules(rules_toml),
+        Some(url),
         &slack.url,
         DeadLetters::file(dir.path().join("dlq.jsonl")),
     )
     .await;
     let results = relay
         .run_batch(
-            &[record("m1", &common::event("order.created", "42"), 1)],
-            Instant::now() + Duration::from_secs(20),
+            &[record("m1", body, 1)],
+            Instant::now() + Duration::from_secs(seconds),
         )
         .await;
-    assert_eq!(results[0].outcome, Outcome::Delivered, "{results:?}");
+    (results.into_iter().next().unwrap().outcome, slack)
+}
+
+async fn deliver_order_42(engine: Engine) -> serde_json::Value {
+    let url = fresh_database(engine).await;
+    let order_42 = common::event("order.created", "42");
+    let (outcome, slack) = run_one(&url, &rules(engine, "integer"), &[], &order_42, 20).await;
+    assert_eq!(outcome, Outcome::Delivered);
     slack.delivered().pop().expect("one message posted")
 }
 
@@ -70,27 +85,13 @@ async fn mariadb_columns_become_typed_template_values() {
 
 async fn outcome_for(engine: Engine, body: &str, id_type: &str, grace_s: &str) -> Outcome {
     let url = fresh_database(engine).await;
-    let slack = common::slack::SlackStandIn::start(vec![]).await;
-    let dir = tempfile::tempdir().unwrap();
-    let relay = common::relay(
-        settings(&[("OPSRELAY_REPLICA_LAG_GRACE_SECONDS", grace_s)]),
-        common::rules(&rules(engine, id_type)),
-        Some(&url),
-        &slack.url,
-        DeadLetters::file(dir.path().join("dlq.jsonl")),
-    )
-    .await;
-    let results = relay
-        .run_batch(
-            &[record("m1", body, 1)],
-            Instant::now() + Duration::from_secs(2),
-        )
-        .await;
+    let grace = [("OPSRELAY_REPLICA_LAG_GRACE_SECONDS", grace_s)];
+    let (outcome, slack) = run_one(&url, &rules(engine, id_type), &grace, body, 2).await;
     assert!(
         slack.requests().is_empty(),
         "nothing is posted for a failed lookup"
     );
-    results.into_iter().next().unwrap().outcome
+    outcome
 }
 
 async fn missing_record_within_grace_is_retried(engine: Engine) {
@@ -138,28 +139,13 @@ async fn id_of_the_wrong_type_is_dead_lettered(engine: Engine) {
 
 async fn a_broken_query_is_dead_lettered_with_the_database_error(engine: Engine) {
     let url = fresh_database(engine).await;
-    let slack = common::slack::SlackStandIn::start(vec![]).await;
-    let dir = tempfile::tempdir().unwrap();
     let toml = format!(
         "[rules.\"order.created\"]\nquery = \"SELECT nope FROM orders WHERE id = {}\"\nid_type = \"integer\"\ntext = \"x\"\n",
         engine.placeholder()
     );
-    let relay = common::relay(
-        settings(&[]),
-        common::rules(&toml),
-        Some(&url),
-        &slack.url,
-        DeadLetters::file(dir.path().join("d")),
-    )
-    .await;
-    let results = relay
-        .run_batch(
-            &[record("m1", &common::event("order.created", "42"), 1)],
-            Instant::now() + Duration::from_secs(5),
-        )
-        .await;
-    let Outcome::DeadLettered(failure) = &results[0].outcome else {
-        panic!("{results:?}")
+    let (outcome, _) = run_one(&url, &toml, &[], &common::event("order.created", "42"), 5).await;
+    let Outcome::DeadLettered(failure) = &outcome else {
+        panic!("{outcome:?}")
     };
     assert_eq!(failure.code, "query_failed");
     assert!(failure.reason.contains("nope"), "{}", failure.reason);
@@ -213,24 +199,18 @@ async fn an_unreachable_database_is_retried_not_dead_lettered() {
         .unwrap()
         .port();
     let url = format!("postgres://postgres:secret@127.0.0.1:{port}/none");
-    let slack = common::slack::SlackStandIn::start(vec![]).await;
-    let dir = tempfile::tempdir().unwrap();
-    let relay = common::relay(
-        settings(&[("OPSRELAY_DB_CONNECT_TIMEOUT_MS", "200")]),
-        common::rules(&rules(Engine::Postgres, "integer")),
-        Some(&url),
-        &slack.url,
-        DeadLetters::file(dir.path().join("dlq.jsonl")),
+    let timeout = [("OPSRELAY_DB_CONNECT_TIMEOUT_MS", "200")];
+    let order_42 = common::event("order.created", "42");
+    let (outcome, _) = run_one(
+        &url,
+        &rules(Engine::Postgres, "integer"),
+        &timeout,
+        &order_42,
+        2,
     )
     .await;
-    let results = relay
-        .run_batch(
-            &[record("m1", &common::event("order.created", "42"), 1)],
-            Instant::now() + Duration::from_secs(2),
-        )
-        .await;
     assert!(
-        matches!(&results[0].outcome, Outcome::Retry { code, .. } if code == "database_unavailable"),
-        "{results:?}"
+        matches!(&outcome, Outcome::Retry { code, .. } if code == "database_unavailable"),
+        "{outcome:?}"
     );
 }
