@@ -7,11 +7,17 @@ set -euo pipefail
 
 _svc_log() { printf 'services: %s\n' "$*" >&2; }
 _svc_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+_svc_fail() { # what, log file: says which service failed and shows its log before the exit trap removes it
+  _svc_log "$1 failed; its log ($2) follows"
+  cat "$2" >&2 2>/dev/null || true
+  df -h "${TMPDIR:-/tmp}" >&2 || true
+  exit 1
+}
 _svc_wait() { # what, seconds, command...
-  local what=$1 tries=$(( $2 * 10 )); shift 2
+  local what=$1 secs=$2 tries=$(( $2 * 10 )); shift 2
   until "$@" >/dev/null 2>&1; do
     tries=$((tries - 1))
-    if [ "$tries" -le 0 ]; then _svc_log "$what did not start; its log follows"; return 1; fi
+    if [ "$tries" -le 0 ]; then _svc_log "$what did not answer within $secs s"; return 1; fi
     sleep 0.1
   done
 }
@@ -80,10 +86,12 @@ mkdir -p "$OPSRELAY_SERVICES_DIR/pg" "$OPSRELAY_SERVICES_DIR/pglog"
 chown postgres "$OPSRELAY_SERVICES_DIR/pg" "$OPSRELAY_SERVICES_DIR/pglog"
 printf '%s\n' "$pg_pass" > "$OPSRELAY_SERVICES_DIR/pgpass"
 chown postgres "$OPSRELAY_SERVICES_DIR/pgpass"
-su postgres -s /bin/sh -c "initdb -D '$OPSRELAY_SERVICES_DIR/pg' -U postgres --auth-local=trust --auth-host=scram-sha-256 --pwfile='$OPSRELAY_SERVICES_DIR/pgpass' --no-sync" >"$OPSRELAY_SERVICES_DIR/pg-init.log" 2>&1
+su postgres -s /bin/sh -c "initdb -D '$OPSRELAY_SERVICES_DIR/pg' -U postgres --auth-local=trust --auth-host=scram-sha-256 --pwfile='$OPSRELAY_SERVICES_DIR/pgpass' --no-sync" >"$OPSRELAY_SERVICES_DIR/pg-init.log" 2>&1 \
+  || _svc_fail "PostgreSQL initdb" "$OPSRELAY_SERVICES_DIR/pg-init.log"
 install -o postgres -m 600 "$certs/server.key" "$OPSRELAY_SERVICES_DIR/pg/server.key"
 install -o postgres -m 644 "$certs/server.pem" "$OPSRELAY_SERVICES_DIR/pg/server.pem"
-su postgres -s /bin/sh -c "pg_ctl -D '$OPSRELAY_SERVICES_DIR/pg' -w -l '$OPSRELAY_SERVICES_DIR/pglog/pg.log' -o \"-p $pg_port -k '$OPSRELAY_SERVICES_DIR/pg' -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300 -c ssl=on -c ssl_cert_file=server.pem -c ssl_key_file=server.key\" start" >/dev/null
+su postgres -s /bin/sh -c "pg_ctl -D '$OPSRELAY_SERVICES_DIR/pg' -w -l '$OPSRELAY_SERVICES_DIR/pglog/pg.log' -o \"-p $pg_port -k '$OPSRELAY_SERVICES_DIR/pg' -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300 -c ssl=on -c ssl_cert_file=server.pem -c ssl_key_file=server.key\" start" >/dev/null \
+  || _svc_fail "PostgreSQL start" "$OPSRELAY_SERVICES_DIR/pglog/pg.log"
 export OPSRELAY_TEST_POSTGRES_URL="postgres://postgres:${pg_pass}@127.0.0.1:${pg_port}/postgres"
 export OPSRELAY_TEST_POSTGRES_PASSWORD="$pg_pass"
 _svc_log "PostgreSQL on 127.0.0.1:$pg_port"
@@ -91,13 +99,14 @@ _svc_log "PostgreSQL on 127.0.0.1:$pg_port"
 # MariaDB.
 my_port=$(_svc_port)
 mkdir -p "$OPSRELAY_SERVICES_DIR/my"
-mariadb-install-db --no-defaults --datadir="$OPSRELAY_SERVICES_DIR/my" --user=root --auth-root-authentication-method=normal >"$OPSRELAY_SERVICES_DIR/my-init.log" 2>&1
+mariadb-install-db --no-defaults --datadir="$OPSRELAY_SERVICES_DIR/my" --user=root --auth-root-authentication-method=normal >"$OPSRELAY_SERVICES_DIR/my-init.log" 2>&1 \
+  || _svc_fail "mariadb-install-db" "$OPSRELAY_SERVICES_DIR/my-init.log"
 mariadbd --no-defaults --datadir="$OPSRELAY_SERVICES_DIR/my" --socket="$OPSRELAY_SERVICES_DIR/my/s.sock" \
   --port="$my_port" --bind-address=127.0.0.1 --user=root --skip-log-bin --max-connections=300 \
   --innodb-flush-log-at-trx-commit=0 \
   --ssl-cert="$certs/server.pem" --ssl-key="$certs/server.key" --ssl-ca="$certs/ca.pem" >"$OPSRELAY_SERVICES_DIR/my.log" 2>&1 &
 _svc_pids+=($!)
-_svc_wait MariaDB 60 mariadb --no-defaults -uroot --socket="$OPSRELAY_SERVICES_DIR/my/s.sock" -e 'SELECT 1' || { cat "$OPSRELAY_SERVICES_DIR/my.log" >&2; exit 1; }
+_svc_wait MariaDB 60 mariadb --no-defaults -uroot --socket="$OPSRELAY_SERVICES_DIR/my/s.sock" -e 'SELECT 1' || _svc_fail MariaDB "$OPSRELAY_SERVICES_DIR/my.log"
 mariadb --no-defaults -uroot --socket="$OPSRELAY_SERVICES_DIR/my/s.sock" -e "
   CREATE USER 'opsrelay'@'127.0.0.1' IDENTIFIED BY '${my_pass}';
   GRANT ALL PRIVILEGES ON *.* TO 'opsrelay'@'127.0.0.1';"
@@ -109,7 +118,7 @@ _svc_log "MariaDB on 127.0.0.1:$my_port"
 moto_port=$(_svc_port)
 python3 tests/fixtures/dlq_moto_server.py -H 127.0.0.1 -p "$moto_port" >"$OPSRELAY_SERVICES_DIR/moto.log" 2>&1 &
 _svc_pids+=($!)
-_svc_wait moto 60 curl -sf "http://127.0.0.1:$moto_port/moto-api/" || { cat "$OPSRELAY_SERVICES_DIR/moto.log" >&2; exit 1; }
+_svc_wait moto 60 curl -sf "http://127.0.0.1:$moto_port/moto-api/" || _svc_fail moto "$OPSRELAY_SERVICES_DIR/moto.log"
 export OPSRELAY_TEST_AWS_ENDPOINT="http://127.0.0.1:$moto_port"
 _svc_log "moto on 127.0.0.1:$moto_port"
 set +e
