@@ -371,7 +371,7 @@ struct Throughput {
     cpu_per_event: Duration,
 }
 
-/// The whole pipeline in this process, as the Lambda handler runs it (the event's JSON parsed, then
+/// The whole pipeline in this process, as the Lambda runs it (one thread; the event's JSON parsed, then
 /// every record looked up, rendered and posted), with the pacer out of the way: the sink has no
 /// limit. CPU is this process's less the sink's.
 async fn throughput(setup: &Setup, concurrency: usize, connections: u32) -> Throughput {
@@ -558,7 +558,8 @@ fn machine() -> String {
     format!("{cores} cores ({cpu}), {memory} memory, load average {load}")
 }
 
-#[tokio::main]
+// One thread, as opsrelay-lambda runs.
+#[tokio::main(flavor = "current_thread")]
 async fn main() {
     opsrelay::telemetry::init(opsrelay::telemetry::LogFormat::Json);
     println!("Machine: {}", machine());
