@@ -7,54 +7,33 @@
 //! Run by `bash benches/perf.sh`, which builds the binaries, starts the test services and passes the
 //! paths in `OPSRELAY_PERF_*`.
 
-#[path = "../tests/common/http.rs"]
-mod http;
-// The tests' Runtime API stand-in; this benchmark uses part of it.
-#[allow(dead_code)]
-#[path = "../tests/common/runtime.rs"]
-mod runtime;
+// The tests' stand-ins and relay builder.
+#[path = "../tests/common/mod.rs"]
+mod common;
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use http::{read_request, respond};
-use opsrelay::config::{self, MissingWebhook, Settings};
+use common::http::{read_request, respond};
+use common::runtime::{Posted, RuntimeApi};
+use opsrelay::config::Settings;
 use opsrelay::dlq::DeadLetters;
 use opsrelay::lambda::Invocation;
-use opsrelay::lookup::Database;
-use opsrelay::pipeline::Relay;
 use opsrelay::rules::Rules;
-use opsrelay::secret::Secret;
-use runtime::{Posted, RuntimeApi};
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-const RULES: &str = r#"
-[rules."order.created"]
-query = "SELECT id, customer, email, total, currency, status, placed_at FROM perf_orders WHERE id = $1"
-id_type = "integer"
-text = "New order {{ event.id }} from {{ customer }}: {{ total }} {{ currency }}"
+/// The bundled rules (their `order.created` rule is what every event goes through), with
+/// PostgreSQL's placeholder.
+fn rules_text() -> String {
+    include_str!("../src/defaults/rules.toml").replace("= ?", "= $1")
+}
 
-[[rules."order.created".blocks]]
-type = "header"
-text = "New order #{{ event.id }}"
-
-[[rules."order.created".blocks]]
-type = "section"
-text = "*{{ customer }}* ({{ email }}) ordered for *{{ total }} {{ currency }}*."
-fields = ["*Status*\n{{ status }}", "*Placed*\n{{ placed_at }}"]
-
-[[rules."order.created".blocks]]
-type = "context"
-elements = ["<https://admin.example.com/orders/{{ event.id }}|Open in admin> · event at {{ event.occurred_at }}"]
-"#;
-
-/// Rows in `perf_orders`; events cycle through them.
+/// Rows in `orders`; events cycle through them.
 const ORDERS: usize = 10_000;
 /// Init samples per program, interleaved so that load from elsewhere falls on all of them alike.
 const INIT_ROUNDS: usize = 20;
@@ -87,11 +66,12 @@ impl Setup {
         let postgres_url = env("OPSRELAY_TEST_POSTGRES_URL");
         let pool = sqlx::PgPool::connect(&postgres_url).await.unwrap();
         sqlx::raw_sql(
-            "DROP TABLE IF EXISTS perf_orders;
-             CREATE TABLE perf_orders (id BIGINT PRIMARY KEY, customer TEXT, email TEXT,
-               total NUMERIC(10, 2), currency TEXT, status TEXT, placed_at TIMESTAMPTZ);
-             INSERT INTO perf_orders SELECT g, 'Customer ' || g, 'c' || g || '@example.com',
-               (g % 500) + 0.99, 'EUR', 'paid', now() FROM generate_series(1, 10000) g;",
+            "DROP TABLE IF EXISTS orders;
+             CREATE TABLE orders (id BIGINT PRIMARY KEY, customer TEXT, email TEXT,
+               total NUMERIC(10, 2), currency TEXT, status TEXT, placed_at TIMESTAMPTZ, notes TEXT);
+             INSERT INTO orders SELECT g, 'Customer ' || g, 'c' || g || '@example.com',
+               (g % 500) + 0.99, 'EUR', 'paid', now(), CASE WHEN g % 3 = 0 THEN 'Gift wrap' END
+               FROM generate_series(1, 10000) g;",
         )
         .execute(&pool)
         .await
@@ -99,7 +79,7 @@ impl Setup {
         pool.close().await;
         let dir = tempfile::tempdir().unwrap();
         let rules = dir.path().join("rules.toml");
-        std::fs::write(&rules, RULES).unwrap();
+        std::fs::write(&rules, rules_text()).unwrap();
         Self {
             postgres_url,
             rules,
@@ -371,38 +351,26 @@ struct Throughput {
     cpu_per_event: Duration,
 }
 
-/// The whole pipeline in this process, as the Lambda handler runs it (the event's JSON parsed, then
+/// The whole pipeline in this process, as the Lambda runs it (one thread; the event's JSON parsed, then
 /// every record looked up, rendered and posted), with the pacer out of the way: the sink has no
 /// limit. CPU is this process's less the sink's.
 async fn throughput(setup: &Setup, concurrency: usize, connections: u32) -> Throughput {
     let sink = Sink::start(None);
-    let rules = Rules::parse("perf-rules.toml", RULES).unwrap();
+    let rules = Rules::parse("rules.toml", &rules_text()).unwrap();
     let mut settings = Settings::from_lookup(|_| None).unwrap();
     settings.concurrency = concurrency;
     settings.db.max_connections = connections;
     settings.slack.rate_per_second = 1e9;
     settings.slack.burst = 1_000;
-    let webhooks = BTreeMap::from([("OPSRELAY_SLACK_WEBHOOK_URL", sink.url.clone())]);
-    let resolved = config::resolve(
-        &settings,
-        &rules,
-        |name| webhooks.get(name).cloned(),
-        MissingWebhook::Fail,
-        None,
-    )
-    .await
-    .unwrap();
-    let database =
-        Database::connect_lazy(&Secret::new(setup.postgres_url.clone()), &settings.db).unwrap();
     let dead_letters = DeadLetters::file(setup.dir.path().join("dead-letters.jsonl"));
-    let relay = Relay::new(
+    let relay = common::relay(
         settings,
         rules,
-        Some(database),
-        resolved.destinations,
+        Some(&setup.postgres_url),
+        &sink.url,
         dead_letters,
     )
-    .unwrap();
+    .await;
     let deadline = SystemTime::now() + Duration::from_secs(600);
     let warm_up = serde_json::from_value(sqs_event("warm", 100)).unwrap();
     let warm_up = opsrelay::lambda::handle_any(&relay, warm_up, deadline).await;
@@ -558,7 +526,8 @@ fn machine() -> String {
     format!("{cores} cores ({cpu}), {memory} memory, load average {load}")
 }
 
-#[tokio::main]
+// One thread, as opsrelay-lambda runs.
+#[tokio::main(flavor = "current_thread")]
 async fn main() {
     opsrelay::telemetry::init(opsrelay::telemetry::LogFormat::Json);
     println!("Machine: {}", machine());

@@ -1,14 +1,48 @@
 //! The AWS side shared by the binaries: the SDK configuration (loaded once; `AWS_ENDPOINT_URL` points
 //! it at a local emulator), Secrets Manager look-ups, and error texts that say what to do.
 
+use std::sync::OnceLock;
+
 use aws_config::BehaviorVersion;
 use aws_sdk_sqs::error::DisplayErrorContext;
+use aws_smithy_http_client::proxy::ProxyConfig;
+use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
+use aws_smithy_http_client::{Builder, ConnectorBuilder};
+use aws_smithy_runtime_api::client::http::{HttpClient, SharedHttpClient, http_client_fn};
 
 use crate::secret::Secret;
 
 /// The SDK configuration from the environment (region, credentials, endpoint).
 pub async fn sdk_config() -> aws_config::SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest()).load().await
+    aws_config::defaults(BehaviorVersion::latest())
+        .http_client(https_client_on_first_use())
+        .load()
+        .await
+}
+
+/// The SDK's default HTTPS client (rustls with aws-lc, the proxy from the environment), made on the
+/// first AWS call rather than at start-up. The SDK makes it at start-up by default, which loads and
+/// parses the system's root certificates: most of opsrelay-lambda's init time (README,
+/// Performance), for a client the Lambda uses only to dead-letter a message (or at start-up to read
+/// a secret, which then pays for it).
+fn https_client_on_first_use() -> SharedHttpClient {
+    let client = OnceLock::new();
+    http_client_fn(move |settings, components| {
+        client
+            .get_or_init(|| {
+                Builder::new().build_with_connector_fn(|settings, components| {
+                    let mut connector = ConnectorBuilder::default()
+                        .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc));
+                    connector.set_connector_settings(settings.cloned());
+                    if let Some(components) = components {
+                        connector.set_sleep_impl(components.sleep_impl());
+                    }
+                    connector.set_proxy_config(Some(ProxyConfig::from_env()));
+                    connector.build()
+                })
+            })
+            .http_connector(settings, components)
+    })
 }
 
 /// An SDK error with its whole chain, and the IAM action to grant when access was denied.
