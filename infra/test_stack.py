@@ -115,6 +115,8 @@ def parameter_values(template, overrides=None):
             values[name] = str(spec["Default"])
     values.update(overrides or {})
     for name, spec in template["Parameters"].items():
+        allowed = [str(v) for v in spec.get("AllowedValues", [])]
+        assert not allowed or values.get(name) in allowed, f"{name}={values.get(name)!r}: CloudFormation allows only {allowed}"
         is_list = spec["Type"].startswith("List<") or spec["Type"] == "CommaDelimitedList"
         if is_list and isinstance(values.get(name), str):
             values[name] = [v for v in values[name].split(",") if v]
@@ -303,7 +305,7 @@ def check_environment():
         "OPSRELAY_DATABASE_URL": example["DatabaseUrlSecretArn"],
         "OPSRELAY_SLACK_WEBHOOK_URL": example["SlackWebhookSecretArn"],
         "OPSRELAY_DLQ_URL": f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/DeadLetterQueue",
-        "OPSRELAY_MAX_RECEIVE_COUNT": example.get("MaxReceiveCount", "5"),
+        "OPSRELAY_MAX_RECEIVE_COUNT": str(int(example.get("MaxReceiveCount", "5")) - 1),
         "OPSRELAY_CONCURRENCY": "4",
         "OPSRELAY_LOG": "info",
         "OPSRELAY_LOG_FORMAT": "json",
@@ -313,9 +315,11 @@ def check_environment():
     assert "OPSRELAY_DATABASE_SECRET_ARN" not in env, "OPSRELAY_DATABASE_SECRET_ARN set without a secret"
     on = stand_in_resolver(cfn, {**example, **ALL_OPTIONS_ON}).value(fn["Environment"]["Variables"])
     assert on["OPSRELAY_DATABASE_SECRET_ARN"] == ALL_OPTIONS_ON["DatabaseCredentialsSecretArn"]
-    # The binary's receive count and the redrive policy's come from the same parameter.
-    assert fn["Environment"]["Variables"]["OPSRELAY_MAX_RECEIVE_COUNT"] == queue["RedrivePolicy"]["maxReceiveCount"] == {"Ref": "MaxReceiveCount"}, (
-        "OPSRELAY_MAX_RECEIVE_COUNT and the redrive policy's maxReceiveCount must both be !Ref MaxReceiveCount"
+    # The binary's receive count and the redrive policy's come from the same parameter: the redrive
+    # policy takes it, the binary one less (check_dead_letter_receive_table).
+    assert queue["RedrivePolicy"]["maxReceiveCount"] == {"Ref": "MaxReceiveCount"}
+    assert fn["Environment"]["Variables"]["OPSRELAY_MAX_RECEIVE_COUNT"] == {"Fn::FindInMap": ["DeadLetterReceive", {"Ref": "MaxReceiveCount"}, "Opsrelay"]}, (
+        "OPSRELAY_MAX_RECEIVE_COUNT must be looked up from MaxReceiveCount in DeadLetterReceive"
     )
     assert cfn["Parameters"]["MaxReceiveCount"]["Default"] == 5
     for key, value in env.items():
@@ -352,6 +356,16 @@ def check_visibility_table():
             v = table[str(t)][str(w)]
             assert 6 * t + w <= v <= 43200, f"Timeout {t}, window {w}: visibility {v} < 6x{t}+{w}"
     assert max(timeouts) <= 900
+
+
+def check_dead_letter_receive_table():
+    cfn = _need_cfn()
+    table = cfn["Mappings"]["DeadLetterReceive"]
+    allowed = cfn["Parameters"]["MaxReceiveCount"]["AllowedValues"]
+    assert set(table) == {str(v) for v in allowed}, "the table and MaxReceiveCount's allowed values differ"
+    for v in allowed:
+        assert table[str(v)] == {"Opsrelay": str(v - 1)}, f"MaxReceiveCount {v}: opsrelay must dead-letter on receive {v - 1}"
+    assert min(allowed) >= 2, "a spare receive needs a maxReceiveCount of at least 2"
 
 
 def check_slack_rate_table():
@@ -772,12 +786,12 @@ def run_moto_checks(check):
             assert len(moved) == 1 and json.loads(json.loads(moved[0]["Body"])["Message"])["id"] == 7, moved
 
         def other_settings():
-            overrides = {"Timeout": "60", "MaximumBatchingWindowInSeconds": "5", "MaxReceiveCount": "7", "RawMessageDelivery": "true", "BatchSize": "50"}
+            overrides = {"Timeout": "60", "MaximumBatchingWindowInSeconds": "5", "MaxReceiveCount": "8", "RawMessageDelivery": "true", "BatchSize": "50"}
             s = Stack(moto, cfn, overrides)
             s.apply_sdk_resources()
             a = s.queue_attributes(s.queue_url)
             assert int(a["VisibilityTimeout"]) == 6 * 60 + 5, a["VisibilityTimeout"]
-            assert int(json.loads(a["RedrivePolicy"])["maxReceiveCount"]) == 7
+            assert int(json.loads(a["RedrivePolicy"])["maxReceiveCount"]) == 8
             s.sns.publish(TopicArn=s.topic_arn, Message='{"type": "user.signed_up", "id": 3}',
                           MessageAttributes={"source": {"DataType": "String", "StringValue": "test"}})
             messages = s.receive(s.queue_url)
@@ -794,7 +808,7 @@ def run_moto_checks(check):
         check("moto: dashboard shows the deployed queues and function", dashboard)
         check("moto: published event reaches the queue (SNS envelope)", delivery)
         check("moto: message moves to the DLQ after maxReceiveCount receives", dead_letter)
-        check("moto: Timeout=60 window=5 MaxReceiveCount=7 raw delivery stack", other_settings)
+        check("moto: Timeout=60 window=5 MaxReceiveCount=8 raw delivery stack", other_settings)
 
 
 def write_translated(directory):
@@ -835,6 +849,7 @@ def main():
     check("event source mapping: partial batch responses, batch, window, concurrency", check_event_source_mapping)
     check("visibility table: >= 6 x Timeout + window for every allowed pair", check_visibility_table)
     check("Slack pacing table: rate x MaximumConcurrency <= 1 msg/s", check_slack_rate_table)
+    check("dead-letter receive table: opsrelay dead-letters one receive before SQS moves", check_dead_letter_receive_table)
     check("encryption: topic, queues (SSE-SQS or the KMS key), log group", check_encryption)
     check("function role: least privilege", check_function_role)
     check("operator policy: DLQ redrive actions and send to the source queue", check_operator_policy)
