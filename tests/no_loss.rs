@@ -1,7 +1,8 @@
-//! The no-loss run: N events published to SNS flow through the real Lambda binary (driven by an event
-//! source mapping stand-in) while faults are injected — Slack 429/5xx/timeouts/dropped connections
-//! (~30 %), DLQ sends failing (~10 %), malformed events (5 %), DNS black-holed for a while, the
-//! database restarted mid-run, invocations cut by a short deadline and the process killed mid-batch.
+//! The no-loss run: N events published to SNS flow through the real Lambda binary (four processes,
+//! each driven by an event source mapping stand-in) while faults are injected — Slack
+//! 429/5xx/timeouts/dropped connections (~30 %), DLQ sends failing (~10 %), malformed events (5 %),
+//! DNS black-holed for a while, the database restarted mid-run, the webhook revoked for a while (a
+//! permanent error), invocations cut by a short deadline and processes killed mid-batch.
 //! Every event is then accounted for: delivered to Slack, or in the DLQ with a reason; lost must be 0.
 //! Then the faults stop, the DLQ is redriven with `opsrelay dlq redrive`, and every event that was not
 //! malformed must be delivered.
@@ -11,18 +12,26 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
 use aws_sdk_sns::types::PublishBatchRequestEntry;
-use aws_sdk_sqs::types::QueueAttributeName;
+use aws_sdk_sqs::types::{ChangeMessageVisibilityBatchRequestEntry, Message, QueueAttributeName};
 use common::dns::{DnsMode, DnsServer};
 use common::esm::{EventSourceMapping, Invocation};
 use common::flaky_aws::FlakyAws;
 use common::lambda::Lambda;
 use common::runtime::RuntimeApi;
-use common::slack::SlackStandIn;
-use common::{Engine, drain, fresh_database, queues, service};
+use common::slack::{Reply, SlackStandIn};
+use common::{Engine, Queues, drain, fresh_database, queues, service};
+use futures::future::join_all;
 use tokio::time::Instant;
+
+const LOCALHOST: std::net::Ipv4Addr = std::net::Ipv4Addr::LOCALHOST;
+
+/// Lambda processes at once, each with its own Runtime API and share of the polling.
+const WORKERS: usize = 4;
 
 const RULES: &str = r#"
 [rules."order.created"]
@@ -64,7 +73,9 @@ async fn tally(slack: &SlackStandIn, client: &aws_sdk_sqs::Client, dlq: &str) ->
             tally.duplicates += 1;
         }
     }
-    for message in drain(client, dlq).await {
+    let dead = drain(client, dlq).await;
+    give_back(client, dlq, &dead).await;
+    for message in dead {
         let number = event_number(message.body().unwrap_or_default()).expect("a published event");
         match message
             .message_attributes()
@@ -85,6 +96,28 @@ async fn tally(slack: &SlackStandIn, client: &aws_sdk_sqs::Client, dlq: &str) ->
         }
     }
     tally
+}
+
+/// Makes received messages visible again at once.
+async fn give_back(client: &aws_sdk_sqs::Client, url: &str, messages: &[Message]) {
+    for chunk in messages.chunks(10) {
+        let entries = chunk.iter().enumerate().map(|(i, m)| {
+            ChangeMessageVisibilityBatchRequestEntry::builder()
+                .id(i.to_string())
+                .receipt_handle(m.receipt_handle().unwrap())
+                .visibility_timeout(0)
+                .build()
+                .unwrap()
+        });
+        let out = client
+            .change_message_visibility_batch()
+            .queue_url(url)
+            .set_entries(Some(entries.collect()))
+            .send()
+            .await
+            .unwrap();
+        assert!(out.failed().is_empty(), "{:?}", out.failed());
+    }
 }
 
 async fn queue_is_drained(client: &aws_sdk_sqs::Client, url: &str) -> bool {
@@ -142,7 +175,7 @@ async fn no_event_is_lost_under_faults_and_a_redrive_delivers_the_rest() {
         .unwrap();
     pool.close().await;
     let named = url.replace("127.0.0.1", &service("OPSRELAY_TEST_DB_NAME")) + "?sslmode=require";
-    let dns = DnsServer::start(DnsMode::Answer(vec!["127.0.0.1".parse().unwrap()])).await;
+    let dns = DnsServer::start(DnsMode::Answer(vec![LOCALHOST])).await;
 
     // SNS → SQS (enveloped) → DLQ after 6 receives; opsrelay dead-letters on its 5th, one receive
     // early, so that a process dying on that receive still leaves a reasoned dead letter.
@@ -152,7 +185,7 @@ async fn no_event_is_lost_under_faults_and_a_redrive_delivers_the_rest() {
     let slack = SlackStandIn::start(vec![]).await;
     slack.chaos(30, 7);
     let aws = FlakyAws::start(service("OPSRELAY_TEST_AWS_ENDPOINT"), 10).await;
-    let api = RuntimeApi::start().await;
+    let apis = join_all((0..WORKERS).map(|_| RuntimeApi::start())).await;
     let env = vec![
         ("OPSRELAY_DATABASE_URL", named.clone()),
         ("OPSRELAY_DNS_SERVERS", dns.address.to_string()),
@@ -169,14 +202,6 @@ async fn no_event_is_lost_under_faults_and_a_redrive_delivers_the_rest() {
         ("AWS_ENDPOINT_URL", aws.url.clone()),
         ("AWS_MAX_ATTEMPTS", "1".into()),
     ];
-    let mut lambda = Lambda::start(&api, RULES, &env).await;
-    let mut esm = EventSourceMapping::new(
-        queues.client.clone(),
-        queues.source.clone(),
-        queues.source_arn.clone(),
-        api.clone(),
-    );
-
     // Publish: 5 % malformed (no id; `ref` lets the tally find them).
     let mut malformed = BTreeSet::new();
     for chunk in (1..=n).collect::<Vec<_>>().chunks(10) {
@@ -201,55 +226,23 @@ async fn no_event_is_lost_under_faults_and_a_redrive_delivers_the_rest() {
             .unwrap();
     }
 
-    // Run under faults.
-    let (mut invocations, mut killed, mut cut, mut empties) = (0u64, 0u64, 0u64, 0);
+    // Run under faults, WORKERS Lambda processes at once as the event source mapping scales out.
+    let runs = Runs::default();
     let budget = Duration::from_secs(60 + n / 2);
-    while started.elapsed() < budget {
-        let k = invocations;
-        dns.set(if (20..40).contains(&k) {
-            DnsMode::Drop
-        } else {
-            DnsMode::Answer(vec!["127.0.0.1".parse().unwrap()])
-        });
-        if k == 30 {
-            tokio::task::spawn_blocking(restart_postgres).await.unwrap();
-        }
-        let short = k % 17 == 5;
-        let kill = k % 23 == 11;
-        let timeout = if short {
-            Duration::from_millis(1_200)
-        } else {
-            Duration::from_secs(5)
-        };
-        let child = &mut lambda.child;
-        let outcome = esm
-            .poll_once(timeout, async || {
-                if kill {
-                    tokio::time::sleep(Duration::from_millis(30)).await;
-                    let _ = child.kill().await;
-                }
-            })
-            .await;
-        match outcome {
-            Invocation::Empty => {
-                empties += 1;
-                if empties >= 3 && queue_is_drained(&queues.client, &queues.source).await {
-                    break;
-                }
-                continue;
-            }
-            _ => empties = 0,
-        }
-        invocations += 1;
-        cut += u64::from(short);
-        if kill {
-            killed += 1;
-            lambda = Lambda::start(&api, RULES, &env).await;
-        }
-    }
+    let faults = Faults {
+        dns: &dns,
+        slack: &slack,
+    };
+    let under_faults = |api| worker(api, &env, &queues, &runs, Some(&faults), started + budget);
+    join_all(apis.iter().cloned().map(under_faults)).await;
     assert!(
         queue_is_drained(&queues.client, &queues.source).await,
         "the queue drained within {budget:?}"
+    );
+    let (invocations, cut, killed) = (
+        runs.invocations.load(SeqCst),
+        runs.cut.load(SeqCst),
+        runs.killed.load(SeqCst),
     );
 
     let tally = tally(&slack, &queues.client, &queues.dlq).await;
@@ -265,7 +258,7 @@ async fn no_event_is_lost_under_faults_and_a_redrive_delivers_the_rest() {
         lost.len(),
         tally.duplicates,
         tally.duplicates as f64 * 100.0 / n as f64,
-        aws.failed.load(std::sync::atomic::Ordering::SeqCst),
+        aws.failed.load(SeqCst),
     );
     assert!(lost.is_empty(), "lost events: {lost:?}");
     assert_eq!(
@@ -279,11 +272,21 @@ async fn no_event_is_lost_under_faults_and_a_redrive_delivers_the_rest() {
             "malformed event {i}"
         );
     }
+    let mut reasons = BTreeMap::<&str, usize>::new();
+    for code in tally.dead.values() {
+        *reasons.entry(code.as_str()).or_default() += 1;
+    }
+    println!("DLQ by reason: {reasons:?}");
+    assert!(
+        reasons.keys().any(|&code| code != "malformed_event"),
+        "the revoked webhook dead-lettered good events, for the redrive to bring back"
+    );
 
     // Faults off; the DLQ goes back to the source queue; everything not malformed is delivered.
     slack.chaos(0, 1);
+    slack.answer_normally();
     aws.set_percent(0);
-    dns.set(DnsMode::Answer(vec!["127.0.0.1".parse().unwrap()]));
+    dns.set(DnsMode::Answer(vec![LOCALHOST]));
     let redrive = tokio::process::Command::new(env!("CARGO_BIN_EXE_opsrelay"))
         .args([
             "dlq",
@@ -305,17 +308,13 @@ async fn no_event_is_lost_under_faults_and_a_redrive_delivers_the_rest() {
         "{}",
         String::from_utf8_lossy(&redrive.stderr)
     );
-    let mut empties = 0;
-    while empties < 3 || !queue_is_drained(&queues.client, &queues.source).await {
-        match esm.poll_once(Duration::from_secs(5), async || {}).await {
-            Invocation::Empty => empties += 1,
-            _ => empties = 0,
-        }
-        assert!(
-            started.elapsed() < budget * 2,
-            "the redriven messages drained"
-        );
-    }
+    let calm = |api| worker(api, &env, &queues, &runs, None, started + budget * 2);
+    join_all(apis.iter().cloned().map(calm)).await;
+    assert!(
+        queue_is_drained(&queues.client, &queues.source).await,
+        "the redriven messages drained within {:?}",
+        budget * 2
+    );
     let after = tally
         .delivered
         .union(&tally_delivered(&slack))
@@ -328,7 +327,93 @@ async fn no_event_is_lost_under_faults_and_a_redrive_delivers_the_rest() {
         undelivered.is_empty(),
         "not delivered after the redrive: {undelivered:?}"
     );
-    let _ = lambda.child.kill().await;
+}
+
+impl Faults<'_> {
+    /// Starts or stops what the `k`th poll's schedule says.
+    async fn at(&self, k: u64) {
+        match k {
+            20 => self.dns.set(DnsMode::Drop),
+            30 => tokio::task::spawn_blocking(restart_postgres).await.unwrap(),
+            40 => self.dns.set(DnsMode::Answer(vec![LOCALHOST])),
+            50 => self.slack.always(Reply::Status(404, "no_service")),
+            60 => self.slack.answer_normally(),
+            _ => {}
+        }
+    }
+}
+
+/// Invocations of all workers, and how many were cut short or had their process killed.
+#[derive(Default)]
+struct Runs {
+    polls: AtomicU64,
+    invocations: AtomicU64,
+    cut: AtomicU64,
+    killed: AtomicU64,
+}
+
+/// The faults a worker injects, scheduled by the poll count all workers share.
+struct Faults<'a> {
+    dns: &'a DnsServer,
+    slack: &'a SlackStandIn,
+}
+
+/// One Lambda process and its share of the event source mapping: polls until the queue is drained or
+/// `until`. With `faults`, the shared poll count schedules them: DNS black-holed from the 20th poll
+/// to the 40th, PostgreSQL restarted at the 30th, the webhook revoked (Slack answers 404
+/// `no_service`, a permanent error: dead-lettered, for the redrive to bring back) from the 50th to
+/// the 60th, every 17th invocation cut to a 1.2 s deadline and every 23rd process killed 30 ms into
+/// its batch (then started again, cold).
+async fn worker(
+    api: RuntimeApi,
+    env: &[(&str, String)],
+    queues: &Queues,
+    runs: &Runs,
+    faults: Option<&Faults<'_>>,
+    until: Instant,
+) {
+    let mut lambda = Lambda::start(&api, RULES, env).await;
+    let mut esm = EventSourceMapping::new(
+        queues.client.clone(),
+        queues.source.clone(),
+        queues.source_arn.clone(),
+        api.clone(),
+    );
+    let mut empties = 0;
+    while Instant::now() < until {
+        let k = runs.polls.fetch_add(1, SeqCst);
+        let (short, kill) = match faults {
+            Some(faults) => {
+                faults.at(k).await;
+                (k % 17 == 5, k % 23 == 11)
+            }
+            None => (false, false),
+        };
+        let timeout = Duration::from_millis(if short { 1_200 } else { 5_000 });
+        let child = &mut lambda.child;
+        let outcome = esm
+            .poll_once(timeout, async || {
+                if kill {
+                    tokio::time::sleep(Duration::from_millis(30)).await;
+                    let _ = child.kill().await;
+                }
+            })
+            .await;
+        if outcome == Invocation::Empty {
+            empties += 1;
+            if empties >= 3 && queue_is_drained(&queues.client, &queues.source).await {
+                return;
+            }
+            continue;
+        }
+        empties = 0;
+        runs.invocations.fetch_add(1, SeqCst);
+        runs.cut.fetch_add(u64::from(short), SeqCst);
+        if kill {
+            runs.killed.fetch_add(1, SeqCst);
+            lambda = Lambda::start(&api, RULES, env).await;
+        }
+    }
 }
 
 fn tally_delivered(slack: &SlackStandIn) -> BTreeSet<u64> {

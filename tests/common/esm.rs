@@ -27,7 +27,6 @@ pub struct EventSourceMapping {
     pub queue_url: String,
     pub queue_arn: String,
     pub api: RuntimeApi,
-    invocations: u64,
 }
 
 impl EventSourceMapping {
@@ -42,7 +41,6 @@ impl EventSourceMapping {
             queue_url,
             queue_arn,
             api,
-            invocations: 0,
         }
     }
 
@@ -68,8 +66,8 @@ impl EventSourceMapping {
         if messages.is_empty() {
             return Invocation::Empty;
         }
-        self.invocations += 1;
-        let request_id = format!("esm-{}", self.invocations);
+        // Unique across mappings sharing a Runtime API: a reused id would be answered by an old result.
+        let request_id = format!("esm-{}", uuid::Uuid::new_v4().simple());
         let event =
             json!({ "Records": messages.iter().map(|m| self.record(m)).collect::<Vec<_>>() });
         self.api.invoke(&request_id, event, timeout);

@@ -84,6 +84,11 @@ impl SlackStandIn {
         self.state.lock().unwrap().default = Some(reply);
     }
 
+    /// Undoes [`always`](Self::always): `Ok`, or the chaos, again.
+    pub fn answer_normally(&self) {
+        self.state.lock().unwrap().default = None;
+    }
+
     /// From now on, `percent` % of requests (drawn from a seeded generator) get a fault: 429 with
     /// Retry-After 1, 503, an answer past the client's timeout, or a dropped connection.
     pub fn chaos(&self, percent: u64, seed: u64) {
