@@ -12,6 +12,7 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
@@ -45,7 +46,8 @@ text = "Order {{ id }} for {{ customer }}"
 struct Tally {
     delivered: BTreeSet<u64>,
     posts: usize,
-    duplicates: usize,
+    /// The event of every post after its first.
+    duplicates: Vec<u64>,
     dead: BTreeMap<u64, String>,
     dead_without_reason: usize,
 }
@@ -70,7 +72,7 @@ async fn tally(slack: &SlackStandIn, client: &aws_sdk_sqs::Client, dlq: &str) ->
             .expect("Order {id} for …");
         tally.posts += 1;
         if !tally.delivered.insert(id) {
-            tally.duplicates += 1;
+            tally.duplicates.push(id);
         }
     }
     let dead = drain(client, dlq).await;
@@ -256,8 +258,8 @@ async fn no_event_is_lost_under_faults_and_a_redrive_delivers_the_rest() {
         tally.dead.len(),
         tally.dead.len() - tally.dead_without_reason,
         lost.len(),
-        tally.duplicates,
-        tally.duplicates as f64 * 100.0 / n as f64,
+        tally.duplicates.len(),
+        tally.duplicates.len() as f64 * 100.0 / n as f64,
         aws.failed.load(SeqCst),
     );
     assert!(lost.is_empty(), "lost events: {lost:?}");
@@ -277,6 +279,16 @@ async fn no_event_is_lost_under_faults_and_a_redrive_delivers_the_rest() {
         *reasons.entry(code.as_str()).or_default() += 1;
     }
     println!("DLQ by reason: {reasons:?}");
+    let killed_events = runs.killed_events.lock().unwrap().clone();
+    println!(
+        "Duplicate posts of an event whose batch was in a killed process: {} of {}",
+        tally
+            .duplicates
+            .iter()
+            .filter(|i| killed_events.contains(i))
+            .count(),
+        tally.duplicates.len()
+    );
     assert!(
         reasons.keys().any(|&code| code != "malformed_event"),
         "the revoked webhook dead-lettered good events, for the redrive to bring back"
@@ -350,6 +362,9 @@ struct Runs {
     invocations: AtomicU64,
     cut: AtomicU64,
     killed: AtomicU64,
+    /// The events of the batches whose process was killed: what such a process posted before it
+    /// died, no memory of a warm process can know, so SQS delivers it again.
+    killed_events: Mutex<BTreeSet<u64>>,
 }
 
 /// The faults a worker injects, scheduled by the poll count all workers share.
@@ -399,6 +414,12 @@ async fn worker(
                 }
             })
             .await;
+        if let Invocation::Failed { bodies } = &outcome
+            && kill
+        {
+            let numbers = bodies.iter().filter_map(|b| event_number(b));
+            runs.killed_events.lock().unwrap().extend(numbers);
+        }
         if outcome == Invocation::Empty {
             empties += 1;
             if empties >= 3 && queue_is_drained(&queues.client, &queues.source).await {

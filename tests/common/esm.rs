@@ -17,8 +17,8 @@ pub enum Invocation {
     Empty,
     /// The function answered; this many records were acknowledged (deleted).
     Answered { acknowledged: usize, failed: usize },
-    /// The function errored, timed out or died: nothing is deleted.
-    Failed,
+    /// The function errored, timed out or died: nothing is deleted. The batch's message bodies.
+    Failed { bodies: Vec<String> },
 }
 
 /// Polls one queue for one function.
@@ -78,7 +78,8 @@ impl EventSourceMapping {
             .await;
         let Some(Posted::Response { body, .. }) = answer else {
             self.api.forget_pending();
-            return Invocation::Failed;
+            let bodies = messages.iter().filter_map(|m| m.body.clone()).collect();
+            return Invocation::Failed { bodies };
         };
         let failed: Vec<String> = body["batchItemFailures"]
             .as_array()
