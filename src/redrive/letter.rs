@@ -11,16 +11,12 @@ use aws_sdk_sqs::types::{Message, MessageAttributeValue};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::dlq::{DEFAULT_GROUP, MAX_ATTRIBUTES};
 use crate::event::Delivery;
 use crate::failure::{FAILURE_ATTRIBUTE, FailureRecord};
 
 /// The attribute that counts how often a message was sent back by `opsrelay dlq`.
 pub const REDRIVE_ATTRIBUTE: &str = "opsrelay-redrive-count";
-/// SQS allows this many message attributes.
-const MAX_ATTRIBUTES: usize = 10;
-/// A FIFO message whose group is unknown (a line of the local dead-letter file) goes to this group,
-/// as [`crate::dlq`] does.
-const DEFAULT_GROUP: &str = "opsrelay";
 /// How messages without a failure record (moved by SQS itself) are shown and filtered.
 pub const NO_REASON: &str = "no reason";
 
