@@ -61,14 +61,22 @@ impl Letter {
     pub fn from_sqs(message: &Message) -> Self {
         let mut record = crate::worker::lambda_record(message);
         let delivery = Delivery::of(&record);
+        // Always taken off: it belongs to the dead letter, never to the message sent back, even when
+        // it is not a record this version can read.
         let failure = record
             .message_attributes
-            .get(FAILURE_ATTRIBUTE)
-            .and_then(|a| a.string_value.as_deref())
-            .and_then(|json| serde_json::from_str::<FailureRecord>(json).ok());
-        if failure.is_some() {
-            record.message_attributes.remove(FAILURE_ATTRIBUTE);
-        }
+            .remove(FAILURE_ATTRIBUTE)
+            .and_then(|attribute| {
+                let json = attribute.string_value.unwrap_or_default();
+                serde_json::from_str::<FailureRecord>(&json)
+                    .inspect_err(|error| {
+                        tracing::warn!(
+                            message_id = %delivery.message_id,
+                            "{FAILURE_ATTRIBUTE} is not a failure record ({error}): shown as {NO_REASON:?}, and not sent back."
+                        );
+                    })
+                    .ok()
+            });
         Letter {
             message_id: delivery.message_id,
             body: record.body.unwrap_or_default(),
@@ -284,6 +292,31 @@ mod tests {
             letter.outgoing(false).attributes[REDRIVE_ATTRIBUTE].string_value(),
             Some("3")
         );
+    }
+
+    #[test]
+    fn a_failure_attribute_that_is_not_a_failure_record_is_not_sent_back() {
+        let attribute = |value: &str| {
+            MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value(value)
+                .build()
+                .unwrap()
+        };
+        let message = Message::builder()
+            .message_id("m-1")
+            .body("{}")
+            .message_attributes(
+                FAILURE_ATTRIBUTE,
+                attribute("{\"written by\": \"another tool\"}"),
+            )
+            .message_attributes("trace", attribute("t-1"))
+            .build();
+        let letter = Letter::from_sqs(&message);
+        assert_eq!(letter.failure, None);
+        let sent = letter.outgoing(false).attributes;
+        assert!(!sent.contains_key(FAILURE_ATTRIBUTE), "{sent:?}");
+        assert!(sent.contains_key("trace"), "its own attributes go back");
     }
 
     #[test]
