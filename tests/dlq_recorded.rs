@@ -281,29 +281,35 @@ impl Progress for Quiet {
     fn update(&self, _: &Counts) {}
 }
 
-/// A DLQ holding three messages (bodies `b0` to `b2`, receipt handles `r0` to `r2`) that answers
-/// deletes and visibility changes with success, and sends with `send`.
+/// SQS's answer to a receive of three messages: bodies `b0` to `b2`, receipt handles `r0` to `r2`.
+fn three_messages() -> (u16, Value) {
+    let message = |i: usize| json!({"MessageId": format!("m{i}"), "ReceiptHandle": format!("r{i}"), "Body": format!("b{i}"), "MD5OfBody": "-"});
+    (
+        200,
+        json!({"Messages": [message(0), message(1), message(2)]}),
+    )
+}
+
+/// SQS's answer to a delete or visibility batch whose every entry went through.
+fn all_went_through(call: &Call) -> (u16, Value) {
+    let ids: Vec<Value> = call.body["Entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| json!({"Id": e["Id"]}))
+        .collect();
+    (200, json!({"Successful": ids, "Failed": []}))
+}
+
+/// A DLQ holding [`three_messages`] that answers deletes and visibility changes with success, and
+/// sends with `send`.
 fn dlq_of_three(
     send: impl Fn(&Call) -> (u16, Value) + Send + Sync + 'static,
 ) -> (Client, Arc<Mutex<Vec<Call>>>) {
     recorded(move |call, before| match call.operation.as_str() {
-        "ReceiveMessage" if before == 0 => {
-            let message = |i: usize| json!({"MessageId": format!("m{i}"), "ReceiptHandle": format!("r{i}"), "Body": format!("b{i}"), "MD5OfBody": "-"});
-            (
-                200,
-                json!({"Messages": [message(0), message(1), message(2)]}),
-            )
-        }
+        "ReceiveMessage" if before == 0 => three_messages(),
         "ReceiveMessage" => (200, json!({})),
-        "DeleteMessageBatch" | "ChangeMessageVisibilityBatch" => {
-            let ids: Vec<Value> = call.body["Entries"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|e| json!({"Id": e["Id"]}))
-                .collect();
-            (200, json!({"Successful": ids, "Failed": []}))
-        }
+        "DeleteMessageBatch" | "ChangeMessageVisibilityBatch" => all_went_through(call),
         _ => send(call),
     })
 }
@@ -416,4 +422,27 @@ async fn a_denied_send_stops_the_run_and_deletes_nothing() {
         ["r0", "r1", "r2"],
         "all given back"
     );
+}
+
+#[tokio::test]
+async fn batch_answers_that_repeat_an_entry_or_name_one_never_sent_are_read_safely() {
+    let (client, calls) = recorded(|call, before| match call.operation.as_str() {
+        "ReceiveMessage" if before == 0 => three_messages(),
+        "ReceiveMessage" => (200, json!({})),
+        "SendMessageBatch" | "DeleteMessageBatch" => {
+            let successful = ["0", "0", "1", "2", "7"]
+                .map(|id| json!({"Id": id, "MessageId": "new", "MD5OfMessageBody": "-"}));
+            (200, json!({"Successful": successful, "Failed": []}))
+        }
+        _ => all_went_through(call),
+    });
+    let report = redrive(&client).await;
+    let counts = &report.counts;
+    assert_eq!(
+        (counts.moved, counts.failed, counts.not_removed),
+        (3, 0, 0),
+        "{counts:?}"
+    );
+    assert_eq!(handles(&calls, "DeleteMessageBatch"), ["r0", "r1", "r2"]);
+    assert!(!operations(&calls).contains(&"SendMessage".to_string()));
 }

@@ -294,11 +294,10 @@ impl Mover<'_> {
                     state.failures.push(failure);
                 }
             }
-            let put: HashSet<usize> = outcome.done.into_iter().collect();
             for (i, letter) in taken.into_iter().enumerate() {
                 let key = self.key(&letter);
                 state.in_flight.remove(&key);
-                if put.contains(&i) {
+                if outcome.done.contains(&i) {
                     state.put.insert(key);
                     done.push(letter);
                 } else {

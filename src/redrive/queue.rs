@@ -2,6 +2,7 @@
 //! (entries that fail in a batch are retried alone) and delete (the same). Each error names the IAM
 //! action it needs.
 
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::time::Duration;
 
@@ -11,9 +12,8 @@ use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sqs::operation::delete_message_batch::DeleteMessageBatchOutput;
 use aws_sdk_sqs::operation::send_message_batch::SendMessageBatchOutput;
 use aws_sdk_sqs::types::{
-    BatchResultErrorEntry, ChangeMessageVisibilityBatchRequestEntry,
-    DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName,
-    SendMessageBatchRequestEntry,
+    ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry,
+    MessageSystemAttributeName, QueueAttributeName, SendMessageBatchRequestEntry,
 };
 
 use super::error::Error;
@@ -43,7 +43,7 @@ pub struct Depth {
 #[derive(Debug, Default)]
 pub struct Outcome {
     /// Indexes of the entries that went through.
-    pub done: Vec<usize>,
+    pub done: BTreeSet<usize>,
     /// The others, with why.
     pub failed: Vec<(usize, String)>,
     /// A failure that every later call would share (no permission, no queue).
@@ -242,8 +242,8 @@ impl Queue {
         .await
     }
 
-    /// The outcome of a batch call of `count` entries (the indexes that went through and those that
-    /// failed, or the call's error), retrying each failed entry alone with `alone`.
+    /// The outcome of a batch call of `count` entries: those its answer reports as gone through, and
+    /// each other one (all of them when the call failed) retried alone with `alone`.
     async fn settle<E, A, O, Fut>(
         &self,
         action: &'static str,
@@ -257,23 +257,22 @@ impl Queue {
         Fut: Future<Output = Result<O, SdkError<A, HttpResponse>>>,
     {
         let mut outcome = Outcome::default();
-        let retry = match batch {
-            Ok(output) => {
-                outcome.done = output.done();
-                indexes(output.rejected().iter().map(|e| e.id()))
-            }
+        match batch {
+            Ok(output) => outcome.done = went_through(&output, count),
             Err(e) if Error::stops_the_run(&e) => {
                 outcome.fatal = Some(Error::aws(action, &self.url, &e));
                 return outcome;
             }
             Err(e) => {
                 tracing::warn!(error = %crate::aws::describe(&e), "A batch call failed; retrying its entries one by one.");
-                (0..count).collect()
             }
-        };
+        }
+        let retry: Vec<usize> = (0..count).filter(|i| !outcome.done.contains(i)).collect();
         for i in retry {
             match alone(i).await {
-                Ok(_) => outcome.done.push(i),
+                Ok(_) => {
+                    outcome.done.insert(i);
+                }
                 Err(e) => {
                     let error = Error::aws(action, &self.url, &e);
                     if Error::stops_the_run(&e) {
@@ -288,35 +287,31 @@ impl Queue {
     }
 }
 
-/// The answer of a batch call, entry by entry.
+/// The answer of a batch call.
 trait Entries {
-    /// The indexes of the entries that went through.
-    fn done(&self) -> Vec<usize>;
-    /// The entries that did not.
-    fn rejected(&self) -> &[BatchResultErrorEntry];
+    /// The ids of the entries it reports as gone through.
+    fn successful_ids(&self) -> impl Iterator<Item = &str>;
 }
 
 impl Entries for SendMessageBatchOutput {
-    fn done(&self) -> Vec<usize> {
-        indexes(self.successful().iter().map(|e| e.id()))
-    }
-
-    fn rejected(&self) -> &[BatchResultErrorEntry] {
-        self.failed()
+    fn successful_ids(&self) -> impl Iterator<Item = &str> {
+        self.successful().iter().map(|e| e.id())
     }
 }
 
 impl Entries for DeleteMessageBatchOutput {
-    fn done(&self) -> Vec<usize> {
-        indexes(self.successful().iter().map(|e| e.id()))
-    }
-
-    fn rejected(&self) -> &[BatchResultErrorEntry] {
-        self.failed()
+    fn successful_ids(&self) -> impl Iterator<Item = &str> {
+        self.successful().iter().map(|e| e.id())
     }
 }
 
-/// Entry ids (our indexes) back to numbers.
-fn indexes<'a>(ids: impl Iterator<Item = &'a str>) -> Vec<usize> {
-    ids.filter_map(|id| id.parse().ok()).collect()
+/// The entries of a batch of `count` (their ids are their indexes) that `output` reports as gone
+/// through. An id that names no entry is ignored, and one given twice counts once: the answer cannot
+/// make a caller index out of its entries or count an entry twice.
+fn went_through(output: &impl Entries, count: usize) -> BTreeSet<usize> {
+    output
+        .successful_ids()
+        .filter_map(|id| id.parse().ok())
+        .filter(|&i| i < count)
+        .collect()
 }
