@@ -446,3 +446,25 @@ async fn batch_answers_that_repeat_an_entry_or_name_one_never_sent_are_read_safe
     assert_eq!(handles(&calls, "DeleteMessageBatch"), ["r0", "r1", "r2"]);
     assert!(!operations(&calls).contains(&"SendMessage".to_string()));
 }
+
+#[tokio::test]
+async fn a_delete_of_more_than_ten_messages_goes_ten_a_call() {
+    let (client, calls) = recorded(|call, _| match call.body["Entries"].as_array() {
+        Some(entries) if entries.len() > 10 => refused(
+            "AWS.SimpleQueueService.TooManyEntriesInBatchRequest",
+            "Maximum number of entries per request are 10.",
+        ),
+        _ => all_went_through(call),
+    });
+    let handles: Vec<String> = (0..25).map(|i| format!("r{i}")).collect();
+    let handles: Vec<&str> = handles.iter().map(String::as_str).collect();
+    let outcome = queue(&client, DLQ, DLQ_ARN).delete(&handles).await;
+    assert_eq!(outcome.done, (0..25).collect());
+    let sizes: Vec<usize> = calls
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|c| c.body["Entries"].as_array().map_or(1, Vec::len))
+        .collect();
+    assert_eq!(sizes, [10, 10, 5], "{:?}", operations(&calls));
+}

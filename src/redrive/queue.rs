@@ -212,8 +212,26 @@ impl Queue {
         .await
     }
 
-    /// Deletes the messages of these receipt handles; entries that fail are retried one by one.
+    /// Deletes the messages of these receipt handles, ten a call whatever their number; entries that
+    /// fail are retried one by one.
     pub async fn delete(&self, handles: &[&str]) -> Outcome {
+        let mut outcome = Outcome::default();
+        for (n, chunk) in handles.chunks(BATCH).enumerate() {
+            let part = self.delete_batch(chunk).await;
+            let offset = n * BATCH;
+            outcome.done.extend(part.done.iter().map(|i| i + offset));
+            let failed = part.failed.into_iter().map(|(i, why)| (i + offset, why));
+            outcome.failed.extend(failed);
+            if part.fatal.is_some() {
+                outcome.fatal = part.fatal;
+                break;
+            }
+        }
+        outcome
+    }
+
+    /// Deletes up to ten messages in one call.
+    async fn delete_batch(&self, handles: &[&str]) -> Outcome {
         let entries = handles
             .iter()
             .enumerate()
