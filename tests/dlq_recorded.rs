@@ -3,6 +3,7 @@
 //! it as SQS would. The message move tasks of native redrive (request shapes and errors), and a batch
 //! whose entries fail one by one.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -467,4 +468,36 @@ async fn a_delete_of_more_than_ten_messages_goes_ten_a_call() {
         .map(|c| c.body["Entries"].as_array().map_or(1, Vec::len))
         .collect();
     assert_eq!(sizes, [10, 10, 5], "{:?}", operations(&calls));
+}
+
+#[tokio::test]
+async fn a_message_not_deleted_at_first_but_deleted_when_it_comes_back_is_not_reported_as_left() {
+    let receives = AtomicUsize::new(0);
+    let (client, _) = recorded(move |call, _| match call.operation.as_str() {
+        "ReceiveMessage" => {
+            let handle = ["r0", "r0-again"].get(receives.fetch_add(1, Ordering::SeqCst));
+            let messages: Vec<Value> = handle
+                .map(|h| json!({"MessageId": "m0", "ReceiptHandle": h, "Body": "b0", "MD5OfBody": "-"}))
+                .into_iter()
+                .collect();
+            (200, json!({"Messages": messages}))
+        }
+        "SendMessageBatch" => {
+            let sent = json!({"Id": "0", "MessageId": "new-0", "MD5OfMessageBody": "-"});
+            (200, json!({"Successful": [sent], "Failed": []}))
+        }
+        "DeleteMessageBatch" | "DeleteMessage" if call.body.to_string().contains("\"r0\"") => {
+            refused(
+                "InternalError",
+                "We encountered an internal error. Please try again.",
+            )
+        }
+        _ => all_went_through(call),
+    });
+    let counts = redrive(&client).await.counts;
+    assert_eq!(
+        (counts.moved, counts.removed_again, counts.not_removed),
+        (1, 1, 0),
+        "{counts:?}"
+    );
 }

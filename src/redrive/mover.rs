@@ -4,7 +4,7 @@
 //! run reads and leaves gets its visibility back when the run ends; a stop lets the batch in flight
 //! finish. Several batches run at once.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -73,7 +73,8 @@ pub struct Counts {
     pub over_max_redrives: u64,
     /// Could not be put: left where they were.
     pub failed: u64,
-    /// Put, but could not be removed: they come back in the DLQ and a rerun sends them again.
+    /// Put, but could not be removed, not even when they came back later in the run: they are in the
+    /// DLQ again and a rerun sends them again.
     pub not_removed: u64,
     /// Put earlier in this run but came back (a delete that failed or came too late): removed
     /// without being put again.
@@ -165,6 +166,8 @@ struct State {
     put: HashSet<String>,
     /// The [`Mover::key`]s of the letters being put.
     in_flight: HashSet<String>,
+    /// The [`Mover::key`]s of the letters put and not removed (yet): [`Counts::not_removed`].
+    not_removed: HashSet<String>,
     /// Copies of letters being put, received again meanwhile (SQS delivers at least once): settled
     /// when the run ends, by what became of the first copy.
     late: Vec<Letter>,
@@ -405,27 +408,32 @@ impl Mover<'_> {
             }
             return;
         }
-        let (not_removed, fatal) = match self.source {
+        let (removed, fatal) = match self.source {
             Source::Queue { queue, .. } => {
                 let handles: Vec<&str> = letters.iter().map(|l| l.handle.as_str()).collect();
                 let outcome = queue.delete(&handles).await;
-                let failed = letters.len() - outcome.done.len();
                 for (i, why) in &outcome.failed {
                     tracing::warn!(message_id = %letters[*i].message_id, "Sent but not deleted: {why}");
                 }
-                (failed, outcome.fatal)
+                (outcome.done, outcome.fatal)
             }
             Source::File(file) => match file.remove(&letters.iter().collect::<Vec<_>>()).await {
-                Ok(()) => (0, None),
-                Err(error) => (letters.len(), Some(error)),
+                Ok(()) => ((0..letters.len()).collect(), None),
+                Err(error) => (BTreeSet::new(), Some(error)),
             },
         };
         {
             let mut state = self.state();
-            state.counts.not_removed += not_removed as u64;
-            if again {
-                state.counts.removed_again += (letters.len() - not_removed) as u64;
+            for (i, letter) in letters.iter().enumerate() {
+                let key = self.key(letter);
+                if removed.contains(&i) {
+                    state.not_removed.remove(&key);
+                    state.counts.removed_again += u64::from(again);
+                } else {
+                    state.not_removed.insert(key);
+                }
             }
+            state.counts.not_removed = state.not_removed.len() as u64;
         }
         if let Some(error) = fatal {
             self.end(error);
