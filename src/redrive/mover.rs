@@ -1,8 +1,8 @@
 //! The one loop behind redrive, import, export, peek and stats: read ten dead letters at a time, take
 //! those the plan selects, put them where they go (a queue, a file, or a listing), and only then
 //! remove them from where they were read. A message that could not be put stays where it was; what a
-//! run reads and leaves gets its visibility back when the run ends; a stop lets the batch in flight
-//! finish. Several batches run at once.
+//! run reads and leaves stays hidden until the run ends ([`HOLD`]) and gets its visibility back then;
+//! a stop lets the batch in flight finish. Several batches run at once.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
@@ -23,8 +23,8 @@ use crate::pace::Pacer;
 /// Where dead letters are read.
 #[derive(Debug)]
 pub enum Source {
-    /// A queue: messages are received (hidden for `visibility`); the run ends at the first receive
-    /// that finds none after `wait`.
+    /// A queue: messages are received (hidden for `visibility`, and those left for [`HOLD`]); the
+    /// run ends at the first receive that finds none after `wait`.
     Queue {
         queue: Queue,
         visibility: Duration,
@@ -105,6 +105,14 @@ pub struct Report {
 /// Reasons why messages could not be put, kept for the report.
 const KEPT_FAILURES: usize = 20;
 
+/// How long a message read from a queue and left there (not matching, beyond `--max`, not put, or
+/// only listed) is kept hidden, from when it is left and again whenever it is read anew: far longer
+/// than a pass over a large DLQ takes, so that the run ends at the first receive that finds nothing
+/// rather than reading the same messages again as their receive's visibility ends. The end of the run
+/// gives them back at once; a run killed outright (SIGKILL, a crash) leaves them hidden at most this
+/// long.
+pub const HOLD: Duration = Duration::from_secs(600);
+
 /// Runs `plan` from `source` to `destination` until the source is empty, `plan.max` is reached or
 /// `stop` is cancelled.
 pub async fn run(
@@ -160,7 +168,7 @@ struct Mover<'a> {
 #[derive(Default)]
 struct State {
     counts: Counts,
-    /// Read and left: [`Mover::key`] → receipt handle, given back at the end.
+    /// Read and left ([`Mover::hold`]): [`Mover::key`] → receipt handle, given back at the end.
     held: HashMap<String, String>,
     /// The [`Mover::key`]s of the letters put in this run.
     put: HashSet<String>,
@@ -239,6 +247,7 @@ impl Mover<'_> {
     async fn batch(&self, batch: Vec<Letter>) {
         let mut taken = Vec::new();
         let mut again = Vec::new();
+        let mut left = Vec::new();
         {
             let mut state = self.state();
             for letter in batch {
@@ -251,9 +260,9 @@ impl Mover<'_> {
                     state.late.push(letter);
                     continue;
                 }
-                if let Some(handle) = state.held.get_mut(&key) {
-                    // Back after its visibility timeout: only its receipt handle is new.
-                    *handle = letter.handle;
+                if state.held.contains_key(&key) {
+                    // Back although held (hiding it failed): held again with its new receipt handle.
+                    left.push(letter);
                     continue;
                 }
                 state.counts.read += 1;
@@ -269,11 +278,12 @@ impl Mover<'_> {
                             Leave::OverMaxRedrives => counts.over_max_redrives += 1,
                             Leave::OverMax => counts.over_max += 1,
                         }
-                        state.held.insert(key, letter.handle);
+                        left.push(letter);
                     }
                 }
             }
         }
+        self.hold(&left).await;
         if !again.is_empty() {
             self.settle(&again, true).await;
         }
@@ -288,6 +298,7 @@ impl Mover<'_> {
         }
         let outcome = self.put(&taken).await;
         let mut done = Vec::with_capacity(outcome.done.len());
+        let mut not_put = Vec::new();
         {
             let mut state = self.state();
             for (i, why) in &outcome.failed {
@@ -304,7 +315,7 @@ impl Mover<'_> {
                     state.put.insert(key);
                     done.push(letter);
                 } else {
-                    state.held.insert(key, letter.handle);
+                    not_put.push(letter);
                     if let Some(budget) = &self.budget {
                         // Not moved: another message may take its place under --max.
                         budget.fetch_add(1, Ordering::SeqCst);
@@ -313,6 +324,7 @@ impl Mover<'_> {
             }
             state.counts.moved += done.len() as u64;
         }
+        self.hold(&not_put).await;
         self.settle(&done, false).await;
         if let Some(error) = outcome.fatal {
             self.end(error);
@@ -329,9 +341,25 @@ impl Mover<'_> {
                 .partition(|letter| state.put.contains(&self.key(letter)))
         };
         self.settle(&put, true).await;
-        let mut state = self.state();
-        for letter in not_put {
-            state.held.insert(self.key(&letter), letter.handle);
+        self.hold(&not_put).await;
+    }
+
+    /// Leaves these letters where they were read until the run ends, hidden for [`HOLD`] on a queue.
+    async fn hold(&self, letters: &[Letter]) {
+        if letters.is_empty() {
+            return;
+        }
+        {
+            let mut state = self.state();
+            for letter in letters {
+                state.held.insert(self.key(letter), letter.handle.clone());
+            }
+        }
+        if let Source::Queue { queue, .. } = self.source {
+            let handles: Vec<String> = letters.iter().map(|l| l.handle.clone()).collect();
+            if let Err(error) = queue.hide(&handles, HOLD).await {
+                self.end(error);
+            }
         }
     }
 
@@ -402,10 +430,7 @@ impl Mover<'_> {
             return;
         }
         if !self.plan.remove {
-            let mut state = self.state();
-            for letter in letters {
-                state.held.insert(self.key(letter), letter.handle.clone());
-            }
+            self.hold(letters).await;
             return;
         }
         let (removed, fatal) = match self.source {

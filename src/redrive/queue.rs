@@ -1,6 +1,6 @@
-//! The SQS calls of the `dlq` commands, ten messages at a time: receive, give visibility back, send
-//! (entries that fail in a batch are retried alone) and delete (the same). Each error names the IAM
-//! action it needs.
+//! The SQS calls of the `dlq` commands, ten messages at a time: receive, keep hidden, give visibility
+//! back, send (entries that fail in a batch are retried alone) and delete (the same). Each error names
+//! the IAM action it needs.
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -9,6 +9,7 @@ use std::time::Duration;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::config::http::HttpResponse;
 use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_sqs::operation::change_message_visibility_batch::ChangeMessageVisibilityBatchOutput;
 use aws_sdk_sqs::operation::delete_message_batch::DeleteMessageBatchOutput;
 use aws_sdk_sqs::operation::send_message_batch::SendMessageBatchOutput;
 use aws_sdk_sqs::types::{
@@ -132,9 +133,44 @@ impl Queue {
         Ok(output.messages().iter().map(Letter::from_sqs).collect())
     }
 
-    /// Makes the messages of these receipt handles visible again at once. A failure only means they
-    /// come back when their visibility timeout ends.
+    /// Keeps the messages of these receipt handles hidden for `hold` from now, ten a call. One that
+    /// could not be hidden comes back when its receive's visibility ends, and is hidden again when
+    /// read; an error that every later call would share is returned.
+    pub async fn hide(&self, handles: &[String], hold: Duration) -> Result<(), Error> {
+        let failed = self.set_visibility(handles, hold).await?;
+        if failed > 0 {
+            tracing::warn!(
+                queue = %self.url,
+                failed,
+                "Could not keep some messages hidden for the rest of the run; they are hidden again when read."
+            );
+        }
+        Ok(())
+    }
+
+    /// Makes the messages of these receipt handles visible again at once, ten a call. A failure only
+    /// means they come back when their visibility timeout ends.
     pub async fn release(&self, handles: &[String]) {
+        let failed = match self.set_visibility(handles, Duration::ZERO).await {
+            Ok(failed) => failed,
+            Err(error) => {
+                tracing::debug!(%error, "Giving visibility back failed.");
+                handles.len()
+            }
+        };
+        if failed > 0 {
+            tracing::warn!(
+                queue = %self.url,
+                failed,
+                "Could not give some messages their visibility back (needs sqs:ChangeMessageVisibility); they come back when their visibility timeout ends."
+            );
+        }
+    }
+
+    /// Sets the visibility timeout of the messages of these receipt handles to `timeout` from now,
+    /// ten a call; how many could not be changed, or the error that every later call would share.
+    async fn set_visibility(&self, handles: &[String], timeout: Duration) -> Result<usize, Error> {
+        let mut failed = 0;
         for chunk in handles.chunks(BATCH) {
             let entries = chunk
                 .iter()
@@ -143,7 +179,7 @@ impl Queue {
                     ChangeMessageVisibilityBatchRequestEntry::builder()
                         .id(i.to_string())
                         .receipt_handle(handle)
-                        .visibility_timeout(0)
+                        .visibility_timeout(timeout.as_secs() as i32)
                         .build()
                         .ok()
                 })
@@ -155,21 +191,18 @@ impl Queue {
                 .set_entries(Some(entries))
                 .send()
                 .await;
-            let failed = match result {
-                Ok(output) => output.failed().len(),
+            failed += match result {
+                Ok(output) => chunk.len() - went_through(&output, chunk.len()).len(),
+                Err(e) if Error::stops_the_run(&e) => {
+                    return Err(Error::aws("sqs:ChangeMessageVisibility", &self.url, &e));
+                }
                 Err(e) => {
-                    tracing::debug!(error = %crate::aws::describe(&e), "Giving visibility back failed.");
+                    tracing::debug!(error = %crate::aws::describe(&e), "Changing visibility failed.");
                     chunk.len()
                 }
             };
-            if failed > 0 {
-                tracing::warn!(
-                    queue = %self.url,
-                    failed,
-                    "Could not give some messages their visibility back (needs sqs:ChangeMessageVisibility); they come back when their visibility timeout ends."
-                );
-            }
         }
+        Ok(failed)
     }
 
     /// Sends up to ten messages in one call; entries that fail, or all of them when the call fails,
@@ -318,6 +351,12 @@ impl Entries for SendMessageBatchOutput {
 }
 
 impl Entries for DeleteMessageBatchOutput {
+    fn successful_ids(&self) -> impl Iterator<Item = &str> {
+        self.successful().iter().map(|e| e.id())
+    }
+}
+
+impl Entries for ChangeMessageVisibilityBatchOutput {
     fn successful_ids(&self) -> impl Iterator<Item = &str> {
         self.successful().iter().map(|e| e.id())
     }
