@@ -17,6 +17,7 @@ use aws_sdk_sqs::types::{
 use chrono::Utc;
 use common::{Queues, drain, queues};
 use futures::StreamExt;
+use opsrelay::dlq::DEFAULT_GROUP;
 use opsrelay::failure::{FAILURE_ATTRIBUTE, FailureClass, FailureRecord};
 use opsrelay::redrive::Error;
 use opsrelay::redrive::cli::destination_of;
@@ -812,65 +813,121 @@ async fn consume(client: &aws_sdk_sqs::Client, url: &str) -> Vec<Message> {
     }
 }
 
-#[tokio::test]
-async fn a_fifo_redrive_keeps_each_message_group_in_order() {
+/// A FIFO queue `{name}.fifo` with `attributes` besides; its URL.
+async fn fifo_queue(
+    client: &aws_sdk_sqs::Client,
+    name: &str,
+    attributes: &[(QueueAttributeName, &str)],
+) -> String {
+    let mut all = HashMap::from([(QueueAttributeName::FifoQueue, "true".to_string())]);
+    all.extend(attributes.iter().map(|(k, v)| (k.clone(), v.to_string())));
+    client
+        .create_queue()
+        .queue_name(format!("{name}.fifo"))
+        .set_attributes(Some(all))
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap()
+}
+
+/// A FIFO DLQ and the FIFO queue it is the DLQ of.
+async fn fifo_queues() -> Queues {
     let client = aws_sdk_sqs::Client::new(&common::sdk().await);
     let name = common::unique("f");
-    let create = |name: String, policy: Option<String>| {
-        let mut attributes = HashMap::from([(QueueAttributeName::FifoQueue, "true".to_string())]);
-        if let Some(policy) = policy {
-            attributes.insert(QueueAttributeName::RedrivePolicy, policy);
-        }
-        client
-            .create_queue()
-            .queue_name(name)
-            .set_attributes(Some(attributes))
-            .send()
-    };
-    let dlq = create(format!("{name}-dlq.fifo"), None)
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
+    let dlq = fifo_queue(&client, &format!("{name}-dlq"), &[]).await;
     let dlq_arn = common::queue_arn(&client, &dlq).await;
     let policy = serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "5"});
-    let source = create(format!("{name}.fifo"), Some(policy.to_string()))
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
-    for seq in 0..30 {
-        client
-            .send_message()
-            .queue_url(&dlq)
-            .message_body(body(seq))
-            .message_attributes("seq", string("Number", &seq.to_string()))
-            .message_group_id(format!("group-{}", seq % 3))
-            .message_deduplication_id(format!("dedup-{seq}"))
-            .send()
-            .await
-            .unwrap();
-    }
-    let queues = Queues {
-        client: client.clone(),
-        source: source.clone(),
+    let policy = policy.to_string();
+    let source = fifo_queue(
+        &client,
+        &name,
+        &[(QueueAttributeName::RedrivePolicy, &policy)],
+    )
+    .await;
+    Queues {
+        client,
+        source,
         source_arn: String::new(),
         dlq,
-    };
+    }
+}
+
+/// A FIFO queue that refuses messages over 1,024 bytes; its URL.
+async fn small_fifo_queue(client: &aws_sdk_sqs::Client) -> String {
+    let small = [(QueueAttributeName::MaximumMessageSize, "1024")];
+    fifo_queue(client, &common::unique("small"), &small).await
+}
+
+/// Sends message `seq` with `body` to the FIFO queue `url`, in `group`.
+async fn send_fifo(client: &aws_sdk_sqs::Client, url: &str, seq: usize, body: &str, group: &str) {
+    client
+        .send_message()
+        .queue_url(url)
+        .message_body(body)
+        .message_attributes("seq", string("Number", &seq.to_string()))
+        .message_group_id(group)
+        .message_deduplication_id(format!("dedup-{seq}"))
+        .send()
+        .await
+        .unwrap();
+}
+
+/// The seqs of every message on the FIFO queue `url` by group, each group in the order it comes.
+async fn groups_on(client: &aws_sdk_sqs::Client, url: &str) -> BTreeMap<String, Vec<usize>> {
+    let mut by_group: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for message in consume(client, url).await {
+        let group = &message.attributes().unwrap()[&MessageSystemAttributeName::MessageGroupId];
+        by_group
+            .entry(group.clone())
+            .or_default()
+            .push(seq_of(&message));
+    }
+    by_group
+}
+
+#[tokio::test]
+async fn a_fifo_redrive_keeps_each_message_group_in_order() {
+    let queues = fifo_queues().await;
+    let group = |seq: usize| format!("group-{}", seq % 3);
+    for seq in 0..30 {
+        send_fifo(&queues.client, &queues.dlq, seq, &body(seq), &group(seq)).await;
+    }
     let report = redrive(&queues, &plan(Filter::default())).await;
     assert_eq!(report.counts.moved, 30, "{:?}", report);
-    let mut by_group: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-    for message in consume(&client, &source).await {
-        let group =
-            message.attributes().unwrap()[&MessageSystemAttributeName::MessageGroupId].clone();
-        assert_eq!(group, format!("group-{}", seq_of(&message) % 3));
-        by_group.entry(group).or_default().push(seq_of(&message));
+    let expected: BTreeMap<String, Vec<usize>> = (0..3)
+        .map(|g| (group(g), (g..30).step_by(3).collect()))
+        .collect();
+    assert_eq!(
+        groups_on(&queues.client, &queues.source).await,
+        expected,
+        "each group whole and in its order"
+    );
+}
+
+#[tokio::test]
+async fn on_a_fifo_dlq_a_filter_stops_at_a_groups_first_message_that_it_does_not_take() {
+    let queues = fifo_queues().await;
+    // 0 is an order.created, the others order.paid.
+    for (seq, group) in [(0, "g1"), (1, "g1"), (5, "g2"), (13, "g2")] {
+        send_fifo(&queues.client, &queues.dlq, seq, &body(seq), group).await;
     }
-    assert_eq!(by_group.len(), 3);
-    for (group, seqs) in by_group {
-        assert!(seqs.is_sorted(), "{group} kept its order: {seqs:?}");
-        assert_eq!(seqs.len(), 10);
-    }
+    let filter = Filter {
+        event_type: Some("order.paid".into()),
+        ..Filter::default()
+    };
+    let report = redrive(&queues, &plan(filter)).await;
+    assert_eq!(report.counts.moved, 2, "{:?}", report.counts);
+    assert_eq!(
+        groups_on(&queues.client, &queues.source).await,
+        BTreeMap::from([("g2".to_string(), vec![5, 13])])
+    );
+    assert_eq!(
+        seqs_on(&queues.client, &queues.dlq).await,
+        [0, 1],
+        "g1's order.paid waits behind the message before it"
+    );
 }
 
 #[tokio::test]
@@ -922,31 +979,35 @@ async fn an_export_that_cannot_write_its_file_deletes_nothing() {
     );
 }
 
+/// Line `seq` of an export, with `body`, in `group`: message id `m-{seq}`, the `seq` attribute, and
+/// the seeded failure record.
+fn export_line(seq: usize, body: String, group: Option<&str>) -> String {
+    let letter = Letter {
+        message_id: format!("m-{seq}"),
+        body,
+        message_attributes: BTreeMap::from([(
+            "seq".to_string(),
+            serde_json::from_value(
+                serde_json::json!({"dataType": "Number", "stringValue": seq.to_string()}),
+            )
+            .unwrap(),
+        )]),
+        failure: failure_record(seq),
+        sent_at: None,
+        receive_count: None,
+        message_group_id: group.map(str::to_string),
+        handle: String::new(),
+    };
+    serde_json::to_string(&letter).unwrap() + "\n"
+}
+
 #[tokio::test]
 async fn an_import_rerun_sends_only_the_lines_not_yet_sent() {
     let queues = queues(5, 30).await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("dlq_export.jsonl");
     let lines: String = (0..30)
-        .map(|seq| {
-            let letter = Letter {
-                message_id: format!("m-{seq}"),
-                body: body(seq),
-                message_attributes: BTreeMap::from([(
-                    "seq".to_string(),
-                    serde_json::from_value(
-                        serde_json::json!({"dataType": "Number", "stringValue": seq.to_string()}),
-                    )
-                    .unwrap(),
-                )]),
-                failure: failure_record(seq),
-                sent_at: None,
-                receive_count: None,
-                message_group_id: None,
-                handle: String::new(),
-            };
-            serde_json::to_string(&letter).unwrap() + "\n"
-        })
+        .map(|seq| export_line(seq, body(seq), None))
         .collect();
     std::fs::write(&file, lines).unwrap();
     let journal = dir.path().join("dlq_export.jsonl.imported");
@@ -980,4 +1041,40 @@ async fn an_import_rerun_sends_only_the_lines_not_yet_sent() {
         seqs_on(&queues.client, &queues.source).await,
         (0..30).collect::<Vec<_>>()
     );
+}
+
+#[tokio::test]
+async fn an_import_to_a_fifo_queue_stops_a_group_at_its_first_line_that_cannot_be_sent() {
+    let client = aws_sdk_sqs::Client::new(&common::sdk().await);
+    let small = small_fifo_queue(&client).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("dlq_export.jsonl");
+    // Even lines have no group (they go to the default one), odd lines are in group `h`; line 8 is
+    // too large for the queue.
+    let lines: String = (0..30)
+        .map(|seq| {
+            let body = if seq == 8 {
+                "x".repeat(2_000)
+            } else {
+                body(seq)
+            };
+            export_line(seq, body, (seq % 2 == 1).then_some("h"))
+        })
+        .collect();
+    std::fs::write(&file, lines).unwrap();
+    let journal = dir.path().join("dlq_export.jsonl.imported");
+    let report = mover::run(
+        &Source::File(FileSource::open(&file, Some(&journal)).await.unwrap()),
+        &Destination::Queue(Queue::open(&client, &small).await.unwrap()),
+        &plan(Filter::default()),
+        &CancellationToken::new(),
+        &Quiet,
+    )
+    .await;
+    assert_eq!(report.counts.failed, 1, "{:?}", report.counts);
+    let expected = BTreeMap::from([
+        (DEFAULT_GROUP.to_string(), vec![0, 2, 4, 6]),
+        ("h".to_string(), (1..30).step_by(2).collect()),
+    ]);
+    assert_eq!(groups_on(&client, &small).await, expected);
 }

@@ -157,6 +157,12 @@ impl Letter {
         attributes
     }
 
+    /// Its FIFO message group; for a letter without one (a line of the local dead-letter file), the
+    /// group it is sent to.
+    pub fn group(&self) -> &str {
+        self.message_group_id.as_deref().unwrap_or(DEFAULT_GROUP)
+    }
+
     /// What a redrive sends: the body unchanged, the original attributes, the counter one higher
     /// (when SQS's 10 attributes leave room), and for a FIFO destination the group and a
     /// deduplication id that is the same on a rerun but new for the next redrive.
@@ -178,7 +184,7 @@ impl Letter {
             attributes.insert(REDRIVE_ATTRIBUTE.to_string(), counter);
         }
         let fifo = fifo.then(|| {
-            let group = self.message_group_id.as_deref().unwrap_or(DEFAULT_GROUP);
+            let group = self.group();
             let dedup: String = format!("{}-{redrives}", self.message_id)
                 .chars()
                 .filter(|c| c.is_ascii_graphic())

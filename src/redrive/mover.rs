@@ -54,7 +54,8 @@ pub struct Plan {
     pub max_redrives: Option<u32>,
     /// Messages a second.
     pub rate: Option<u32>,
-    /// Batches in flight at once.
+    /// Batches in flight at once; one when a file goes to a FIFO queue, so that each group arrives in
+    /// the file's order.
     pub concurrency: usize,
     /// Remove what was put from where it was read (delete it from the queue, journal the line).
     /// Otherwise every message read gets its visibility back when the run ends.
@@ -122,10 +123,22 @@ pub async fn run(
     stop: &CancellationToken,
     progress: &dyn Progress,
 ) -> Report {
+    let ordered = match source {
+        Source::Queue { queue, .. } => queue.fifo,
+        Source::File(_) => matches!(destination, Destination::Queue(queue) if queue.fifo),
+    };
+    // A FIFO DLQ gives none of a group's later messages while an earlier one is read and not
+    // deleted, so its batches can go at once; a file's batches sent at once would reach a FIFO
+    // queue in any order.
+    let concurrency = match source {
+        Source::File(_) if ordered => 1,
+        _ => plan.concurrency.max(1),
+    };
     let mover = Mover {
         source,
         destination,
         plan,
+        ordered,
         halt: stop.child_token(),
         now: Utc::now(),
         budget: plan.max.map(AtomicU64::new),
@@ -133,7 +146,7 @@ pub async fn run(
         progress,
         state: Mutex::default(),
     };
-    let workers = (0..plan.concurrency.max(1)).map(|_| mover.worker());
+    let workers = (0..concurrency).map(|_| mover.worker());
     futures::future::join_all(workers).await;
     mover.settle_late().await;
     let state = mover.state.into_inner().unwrap_or_else(|e| e.into_inner());
@@ -154,6 +167,8 @@ struct Mover<'a> {
     source: &'a Source,
     destination: &'a Destination,
     plan: &'a Plan,
+    /// Each message group keeps its order: the source is a FIFO queue, or a file going to one.
+    ordered: bool,
     /// Cancelled by the caller's stop, or by an error that ends the run.
     halt: CancellationToken,
     /// Ages are measured from the start of the run, so that a filter decides the same way on each
@@ -182,6 +197,8 @@ struct State {
     listed: Vec<Letter>,
     failures: Vec<String>,
     error: Option<Error>,
+    /// When the run keeps order: the groups of letters left, whose later letters are left too.
+    blocked: HashSet<String>,
 }
 
 /// Why a letter read is left where it is.
@@ -266,7 +283,7 @@ impl Mover<'_> {
                     continue;
                 }
                 state.counts.read += 1;
-                match self.choose(&letter) {
+                match self.choose(&mut state.blocked, &letter) {
                     None => {
                         state.in_flight.insert(key);
                         taken.push(letter);
@@ -315,6 +332,7 @@ impl Mover<'_> {
                     state.put.insert(key);
                     done.push(letter);
                 } else {
+                    self.block(&mut state.blocked, &letter);
                     not_put.push(letter);
                     if let Some(budget) = &self.budget {
                         // Not moved: another message may take its place under --max.
@@ -363,8 +381,29 @@ impl Mover<'_> {
         }
     }
 
-    /// `None` when the plan takes the letter.
-    fn choose(&self, letter: &Letter) -> Option<Leave> {
+    /// `None` when the plan takes the letter. When the run keeps order, a letter behind one left in its
+    /// group is left too (as not matching), and a letter left blocks its group.
+    fn choose(&self, blocked: &mut HashSet<String>, letter: &Letter) -> Option<Leave> {
+        if self.ordered && blocked.contains(letter.group()) {
+            return Some(Leave::NotMatching);
+        }
+        let leave = self.judge(letter);
+        if leave.is_some() {
+            self.block(blocked, letter);
+        }
+        leave
+    }
+
+    /// When the run keeps order, leaves the later letters of this letter's group: they cannot go
+    /// before it.
+    fn block(&self, blocked: &mut HashSet<String>, letter: &Letter) {
+        if self.ordered {
+            blocked.insert(letter.group().to_string());
+        }
+    }
+
+    /// `None` when the plan takes the letter, judged on its own.
+    fn judge(&self, letter: &Letter) -> Option<Leave> {
         if !self.plan.filter.matches(letter, self.now) {
             return Some(Leave::NotMatching);
         }
