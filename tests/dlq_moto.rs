@@ -979,6 +979,41 @@ async fn an_export_that_cannot_write_its_file_deletes_nothing() {
     );
 }
 
+#[tokio::test]
+async fn on_a_fifo_queue_a_message_that_cannot_be_sent_holds_back_the_rest_of_its_group() {
+    let queues = fifo_queues().await;
+    let small = small_fifo_queue(&queues.client).await;
+    let too_large = "x".repeat(2_000);
+    send_fifo(&queues.client, &queues.dlq, 0, &too_large, "g1").await;
+    send_fifo(&queues.client, &queues.dlq, 1, &body(1), "g1").await;
+    send_fifo(&queues.client, &queues.dlq, 2, &body(2), "g2").await;
+    let dlq = Queue::open(&queues.client, &queues.dlq).await.unwrap();
+    let report = mover::run(
+        &dlq_source(dlq, VISIBILITY),
+        &Destination::Queue(Queue::open(&queues.client, &small).await.unwrap()),
+        &plan(Filter::default()),
+        &CancellationToken::new(),
+        &Quiet,
+    )
+    .await;
+    assert_eq!(
+        (report.counts.moved, report.counts.failed),
+        (1, 2),
+        "{:?}",
+        report.counts
+    );
+    assert!(
+        report.failures[1].contains("held back behind an earlier message of group `g1`"),
+        "{:?}",
+        report.failures
+    );
+    assert_eq!(
+        groups_on(&queues.client, &small).await,
+        BTreeMap::from([("g2".to_string(), vec![2])])
+    );
+    assert_eq!(seqs_on(&queues.client, &queues.dlq).await, [0, 1]);
+}
+
 /// Line `seq` of an export, with `body`, in `group`: message id `m-{seq}`, the `seq` attribute, and
 /// the seeded failure record.
 fn export_line(seq: usize, body: String, group: Option<&str>) -> String {

@@ -282,9 +282,16 @@ impl Progress for Quiet {
     fn update(&self, _: &Counts) {}
 }
 
-/// SQS's answer to a receive of three messages: bodies `b0` to `b2`, receipt handles `r0` to `r2`.
+/// SQS's answer to a receive of three messages: bodies `b0` to `b2`, receipt handles `r0` to `r2`,
+/// message groups `g-a`, `g-a` and `g-b`.
 fn three_messages() -> (u16, Value) {
-    let message = |i: usize| json!({"MessageId": format!("m{i}"), "ReceiptHandle": format!("r{i}"), "Body": format!("b{i}"), "MD5OfBody": "-"});
+    let message = |i: usize| {
+        let group = if i < 2 { "g-a" } else { "g-b" };
+        json!({
+            "MessageId": format!("m{i}"), "ReceiptHandle": format!("r{i}"), "Body": format!("b{i}"),
+            "MD5OfBody": "-", "Attributes": {"MessageGroupId": group}
+        })
+    };
     (
         200,
         json!({"Messages": [message(0), message(1), message(2)]}),
@@ -347,6 +354,10 @@ fn handles_of(
 }
 
 async fn redrive(client: &Client) -> mover::Report {
+    redrive_to(client, queue(client, SOURCE, SOURCE_ARN)).await
+}
+
+async fn redrive_to(client: &Client, destination: Queue) -> mover::Report {
     let source = Source::Queue {
         queue: queue(client, DLQ, DLQ_ARN),
         visibility: Duration::from_secs(30),
@@ -360,7 +371,7 @@ async fn redrive(client: &Client) -> mover::Report {
         concurrency: 1,
         remove: true,
     };
-    let destination = Destination::Queue(queue(client, SOURCE, SOURCE_ARN));
+    let destination = Destination::Queue(destination);
     mover::run(
         &source,
         &destination,
@@ -411,6 +422,39 @@ async fn entries_that_fail_in_a_batch_are_retried_alone_and_only_those_sent_are_
         report.failures[0].starts_with("m2: sqs:SendMessage"),
         "{:?}",
         report.failures
+    );
+}
+
+#[tokio::test]
+async fn on_a_fifo_queue_an_entry_that_fails_in_a_batch_holds_back_the_later_ones_of_its_group() {
+    let (client, calls) = dlq_of_three(|call| match call.operation.as_str() {
+        "SendMessageBatch" => {
+            let failed = json!({"Id": "0", "SenderFault": false, "Code": "InternalError"});
+            let sent = |id: &str| json!({"Id": id, "MessageId": "new", "MD5OfMessageBody": "-"});
+            (
+                200,
+                json!({"Successful": [sent("1"), sent("2")], "Failed": [failed]}),
+            )
+        }
+        _ => refused("InternalError", "We encountered an internal error."),
+    });
+    let fifo = Queue {
+        url: format!("{SOURCE}.fifo"),
+        fifo: true,
+        ..queue(&client, SOURCE, SOURCE_ARN)
+    };
+    let report = redrive_to(&client, fifo).await;
+    assert_eq!(
+        (report.counts.moved, report.counts.failed),
+        (1, 2),
+        "{:?}",
+        report.counts
+    );
+    assert_eq!(handles(&calls, "DeleteMessageBatch"), ["r2"], "only g-b's");
+    assert_eq!(
+        given_back(&calls),
+        ["r0", "r1"],
+        "m1 stays behind m0, for a rerun to send them in order"
     );
 }
 

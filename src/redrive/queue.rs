@@ -2,7 +2,7 @@
 //! back, send (entries that fail in a batch are retried alone) and delete (the same). Each error names
 //! the IAM action it needs.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::future::Future;
 use std::time::Duration;
 
@@ -206,7 +206,8 @@ impl Queue {
     }
 
     /// Sends up to ten messages in one call; entries that fail, or all of them when the call fails,
-    /// are retried one by one.
+    /// are retried one by one, in order. On a FIFO queue an entry that is not sent holds back the
+    /// later entries of its group.
     pub async fn send(&self, messages: &[Outgoing]) -> Outcome {
         let entries = messages
             .iter()
@@ -230,7 +231,8 @@ impl Queue {
             .set_entries(Some(entries))
             .send()
             .await;
-        self.settle("sqs:SendMessage", messages.len(), batch, |i| {
+        let group = |i: usize| messages[i].fifo.as_ref().map(|(group, _)| group.as_str());
+        self.settle("sqs:SendMessage", messages.len(), batch, group, |i| {
             let message = &messages[i];
             let (group, dedup) = message.fifo.clone().unzip();
             self.client
@@ -283,23 +285,35 @@ impl Queue {
             .set_entries(Some(entries))
             .send()
             .await;
-        self.settle("sqs:DeleteMessage", handles.len(), batch, |i| {
-            self.client
-                .delete_message()
-                .queue_url(&self.url)
-                .receipt_handle(handles[i])
-                .send()
-        })
+        self.settle(
+            "sqs:DeleteMessage",
+            handles.len(),
+            batch,
+            |_| None,
+            |i| {
+                self.client
+                    .delete_message()
+                    .queue_url(&self.url)
+                    .receipt_handle(handles[i])
+                    .send()
+            },
+        )
         .await
     }
 
     /// The outcome of a batch call of `count` entries: those its answer reports as gone through, and
-    /// each other one (all of them when the call failed) retried alone with `alone`.
-    async fn settle<E, A, O, Fut>(
+    /// each other one (all of them when the call failed) retried alone with `alone`, in order.
+    ///
+    /// `group_of` gives an entry's FIFO message group. Once an entry of a group could not be sent,
+    /// or later entries of its group went through before it, the group's later entries are held
+    /// back: reported failed, so that they stay where they were read (even when the batch sent them)
+    /// and a rerun sends the group in order.
+    async fn settle<'g, E, A, O, Fut>(
         &self,
         action: &'static str,
         count: usize,
         batch: Result<impl Entries, SdkError<E, HttpResponse>>,
+        group_of: impl Fn(usize) -> Option<&'g str>,
         alone: impl Fn(usize) -> Fut,
     ) -> Outcome
     where
@@ -308,18 +322,36 @@ impl Queue {
         Fut: Future<Output = Result<O, SdkError<A, HttpResponse>>>,
     {
         let mut outcome = Outcome::default();
-        match batch {
-            Ok(output) => outcome.done = went_through(&output, count),
+        let went = match batch {
+            Ok(output) => went_through(&output, count),
             Err(e) if Error::stops_the_run(&e) => {
                 outcome.fatal = Some(Error::aws(action, &self.url, &e));
                 return outcome;
             }
             Err(e) => {
                 tracing::warn!(error = %crate::aws::describe(&e), "A batch call failed; retrying its entries one by one.");
+                BTreeSet::new()
             }
-        }
-        let retry: Vec<usize> = (0..count).filter(|i| !outcome.done.contains(i)).collect();
-        for i in retry {
+        };
+        let mut held_back = HashSet::new();
+        for i in 0..count {
+            let group = group_of(i);
+            if let Some(group) = group
+                && held_back.contains(group)
+            {
+                let why = format!(
+                    "held back behind an earlier message of group `{group}` that was not sent first; a rerun sends the group in order"
+                );
+                outcome.failed.push((i, why));
+                continue;
+            }
+            if went.contains(&i) {
+                outcome.done.insert(i);
+                continue;
+            }
+            if group.is_some() && went.range(i + 1..).any(|&later| group_of(later) == group) {
+                held_back.extend(group);
+            }
             match alone(i).await {
                 Ok(_) => {
                     outcome.done.insert(i);
@@ -331,6 +363,7 @@ impl Queue {
                         return outcome;
                     }
                     outcome.failed.push((i, error.to_string()));
+                    held_back.extend(group);
                 }
             }
         }
