@@ -10,6 +10,7 @@ use aws_lambda_events::sqs::{SqsMessage, SqsMessageAttribute};
 use aws_sdk_sqs::types::{Message, MessageAttributeValue};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::dlq::{DEFAULT_GROUP, MAX_ATTRIBUTES};
 use crate::event::Delivery;
@@ -19,6 +20,8 @@ use crate::failure::{FAILURE_ATTRIBUTE, FailureRecord};
 pub const REDRIVE_ATTRIBUTE: &str = "opsrelay-redrive-count";
 /// How messages without a failure record (moved by SQS itself) are shown and filtered.
 pub const NO_REASON: &str = "no reason";
+/// SQS takes deduplication ids of at most this many characters.
+const MAX_DEDUPLICATION_ID: usize = 128;
 
 /// One dead letter; serialized, one export line.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -165,8 +168,9 @@ impl Letter {
 
     /// What a redrive sends: the body unchanged, the original attributes, the counter one higher
     /// (when SQS's 10 attributes leave room), and for a FIFO destination the group and a
-    /// deduplication id that is the same on a rerun but new for the next redrive.
-    pub fn outgoing(&self, fifo: bool) -> Outgoing {
+    /// deduplication id that is the same on a rerun but new for the next redrive. `line`: its line
+    /// number, when it was read from a file.
+    pub fn outgoing(&self, fifo: bool, line: Option<&str>) -> Outgoing {
         let redrives = self.redrives() + 1;
         let mut attributes: HashMap<String, MessageAttributeValue> = self
             .original_attributes()
@@ -184,19 +188,39 @@ impl Letter {
             attributes.insert(REDRIVE_ATTRIBUTE.to_string(), counter);
         }
         let fifo = fifo.then(|| {
-            let group = self.group();
-            let dedup: String = format!("{}-{redrives}", self.message_id)
-                .chars()
-                .filter(|c| c.is_ascii_graphic())
-                .take(128)
-                .collect();
-            (group.to_string(), dedup)
+            let dedup = self.deduplication_id(redrives, line);
+            (self.group().to_string(), dedup)
         });
         Outgoing {
             body: self.body.clone(),
             attributes,
             fifo,
             counted,
+        }
+    }
+
+    /// The deduplication id of its `redrives`th redrive: the message id and the count, when the id is
+    /// one SQS takes (ASCII letters, digits and punctuation) with room for the count. Otherwise (a
+    /// line of the local dead-letter file may have no id) a SHA-256 of the id and the body, with the
+    /// line number when read from a file (two lines may hold the same body), and the count: never cut
+    /// or filtered, which would give two messages the same id and have SQS drop all but the first.
+    fn deduplication_id(&self, redrives: u32, line: Option<&str>) -> String {
+        let id = format!("{}-{redrives}", self.message_id);
+        if !self.message_id.is_empty()
+            && self.message_id.chars().all(|c| c.is_ascii_graphic())
+            && id.len() <= MAX_DEDUPLICATION_ID
+        {
+            return id;
+        }
+        let digest = Sha256::new()
+            .chain_update(&self.message_id)
+            .chain_update([0u8])
+            .chain_update(&self.body)
+            .finalize();
+        let hex: String = digest.iter().map(|byte| format!("{byte:02x}")).collect();
+        match line {
+            Some(line) => format!("{hex}-{line}-{redrives}"),
+            None => format!("{hex}-{redrives}"),
         }
     }
 }
@@ -265,7 +289,7 @@ mod tests {
 
     #[test]
     fn a_redrive_adds_a_counter_beside_the_original_attributes() {
-        let outgoing = letter(2, 0).outgoing(false);
+        let outgoing = letter(2, 0).outgoing(false, None);
         assert_eq!(outgoing.attributes.len(), 3);
         assert_eq!(
             outgoing.attributes[REDRIVE_ATTRIBUTE].string_value(),
@@ -276,7 +300,7 @@ mod tests {
 
     #[test]
     fn attributes_kept_inside_the_failure_record_are_put_back() {
-        let outgoing = letter(9, 1).outgoing(false);
+        let outgoing = letter(9, 1).outgoing(false, None);
         assert!(outgoing.attributes.contains_key("a09"));
         assert!(
             !outgoing.counted,
@@ -295,7 +319,7 @@ mod tests {
         )]));
         assert_eq!(letter.redrives(), 2);
         assert_eq!(
-            letter.outgoing(false).attributes[REDRIVE_ATTRIBUTE].string_value(),
+            letter.outgoing(false, None).attributes[REDRIVE_ATTRIBUTE].string_value(),
             Some("3")
         );
     }
@@ -320,16 +344,59 @@ mod tests {
             .build();
         let letter = Letter::from_sqs(&message);
         assert_eq!(letter.failure, None);
-        let sent = letter.outgoing(false).attributes;
+        let sent = letter.outgoing(false, None).attributes;
         assert!(!sent.contains_key(FAILURE_ATTRIBUTE), "{sent:?}");
         assert!(sent.contains_key("trace"), "its own attributes go back");
+    }
+
+    /// The deduplication id of `letter`'s next redrive to a FIFO queue, read from `line` of a file.
+    fn deduplication_id(letter: &Letter, line: &str) -> String {
+        letter.outgoing(true, Some(line)).fifo.unwrap().1
+    }
+
+    #[test]
+    fn lines_without_a_message_id_get_deduplication_ids_of_their_own() {
+        let without_id = |body: &str| Letter {
+            message_id: String::new(),
+            body: body.into(),
+            ..letter(0, 0)
+        };
+        let (first, second) = (without_id("{\"id\":\"1\"}"), without_id("{\"id\":\"2\"}"));
+        let ids = [
+            deduplication_id(&first, "1"),
+            deduplication_id(&second, "2"),
+            deduplication_id(&first, "3"),
+        ];
+        assert_ne!(ids[0], ids[1], "different bodies");
+        assert_ne!(ids[0], ids[2], "the same body on another line");
+        assert_eq!(ids[0], deduplication_id(&first, "1"), "the same on a rerun");
+    }
+
+    #[test]
+    fn message_ids_too_long_for_a_deduplication_id_do_not_collide_when_cut() {
+        let with_id = |id: String| Letter {
+            message_id: id,
+            ..letter(0, 0)
+        };
+        let long = "m".repeat(200);
+        let ids = [
+            deduplication_id(&with_id(long.clone() + "1"), "1"),
+            deduplication_id(&with_id(long + "2"), "1"),
+        ];
+        assert_ne!(ids[0], ids[1]);
+        for id in ids {
+            assert!(
+                id.len() <= 128 && id.chars().all(|c| c.is_ascii_graphic()),
+                "{id}"
+            );
+        }
     }
 
     #[test]
     fn a_fifo_redrive_keeps_the_group_and_deduplicates_per_redrive() {
         let mut letter = letter(0, 0);
         letter.message_group_id = Some("g-7".into());
-        let (group, dedup) = letter.outgoing(true).fifo.unwrap();
+        let (group, dedup) = letter.outgoing(true, None).fifo.unwrap();
         assert_eq!((group.as_str(), dedup.as_str()), ("g-7", "m-1-1"));
     }
 }

@@ -244,6 +244,11 @@ impl Mover<'_> {
         }
     }
 
+    /// The letter's line number, when the source is a file.
+    fn line<'l>(&self, letter: &'l Letter) -> Option<&'l str> {
+        matches!(self.source, Source::File(_)).then_some(letter.handle.as_str())
+    }
+
     fn budget_spent(&self) -> bool {
         self.budget
             .as_ref()
@@ -435,7 +440,10 @@ impl Mover<'_> {
         };
         match self.destination {
             Destination::Queue(queue) => {
-                let outgoing: Vec<_> = letters.iter().map(|l| l.outgoing(queue.fifo)).collect();
+                let outgoing: Vec<_> = letters
+                    .iter()
+                    .map(|l| l.outgoing(queue.fifo, self.line(l)))
+                    .collect();
                 let outcome = queue.send(&outgoing).await;
                 let uncounted = outcome
                     .done
