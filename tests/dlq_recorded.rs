@@ -1,7 +1,8 @@
 //! The SQS calls that moto does not implement or cannot fail on demand, against a recorded client:
 //! the real SDK serializes each request, the recorder keeps its operation and JSON body and answers
-//! it as SQS would. The message move tasks of native redrive (request shapes and errors), and a batch
-//! whose entries fail one by one.
+//! it as SQS would. The message move tasks of native redrive (request shapes and errors), and the
+//! batch answers moto does not give: entries that fail one by one (on a FIFO queue too), a delete
+//! that fails and then succeeds, ids repeated or unknown, and more than ten entries refused.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
