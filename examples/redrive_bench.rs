@@ -295,7 +295,7 @@ async fn one_at_a_time(client: &Client, dlq: &str, to: &str, count: usize) -> f6
         let Some(message) = received.messages().first() else {
             break;
         };
-        let outgoing = Letter::from_sqs(message).outgoing(false);
+        let outgoing = Letter::from_sqs(message).outgoing(false, None);
         client
             .send_message()
             .queue_url(to)

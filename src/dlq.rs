@@ -14,8 +14,12 @@ use tokio::io::AsyncWriteExt;
 
 use crate::failure::{FAILURE_ATTRIBUTE, FailureRecord};
 
-/// SQS allows this many message attributes; one is ours.
-const MAX_ATTRIBUTES: usize = 10;
+/// SQS allows this many message attributes: a dead letter needs one for `opsrelay-failure`, a redrive
+/// one for its counter.
+pub const MAX_ATTRIBUTES: usize = 10;
+/// The FIFO group of a message whose group is unknown: a record without one, dead-lettered to a FIFO
+/// DLQ, and a line of the local dead-letter file sent to a FIFO queue by `opsrelay dlq import`.
+pub const DEFAULT_GROUP: &str = "opsrelay";
 /// SQS refuses an empty body; a record without one is dead-lettered with this body instead.
 const EMPTY_BODY: &str = "(opsrelay: the original message had no body)";
 
@@ -112,7 +116,7 @@ impl DeadLetters {
                         .attributes
                         .get("MessageGroupId")
                         .map(String::as_str)
-                        .unwrap_or("opsrelay");
+                        .unwrap_or(DEFAULT_GROUP);
                     request = request
                         .message_group_id(group)
                         .message_deduplication_id(&failure.source_message_id);

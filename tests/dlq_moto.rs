@@ -17,6 +17,7 @@ use aws_sdk_sqs::types::{
 use chrono::Utc;
 use common::{Queues, drain, queues};
 use futures::StreamExt;
+use opsrelay::dlq::DEFAULT_GROUP;
 use opsrelay::failure::{FAILURE_ATTRIBUTE, FailureClass, FailureRecord};
 use opsrelay::redrive::Error;
 use opsrelay::redrive::cli::destination_of;
@@ -65,7 +66,7 @@ const FAILURES: [(&str, FailureClass, &str); 5] = [
 /// The `--max-redrives` of the tests.
 const MAX_REDRIVES: u32 = 3;
 /// How long the tests' receives hide a message.
-const HOLD: Duration = Duration::from_secs(30);
+const VISIBILITY: Duration = Duration::from_secs(30);
 
 /// What the test knows of seeded message `seq`.
 #[derive(Clone, Debug)]
@@ -283,7 +284,7 @@ async fn redrive_with(
 }
 
 async fn redrive(queues: &Queues, plan: &Plan) -> Report {
-    redrive_with(queues, plan, HOLD, &CancellationToken::new(), &Quiet).await
+    redrive_with(queues, plan, VISIBILITY, &CancellationToken::new(), &Quiet).await
 }
 
 /// Redrives with `filter` and checks that exactly the `selected` messages moved and the others
@@ -291,6 +292,12 @@ async fn redrive(queues: &Queues, plan: &Plan) -> Report {
 async fn assert_filter_moves_exactly(filter: Filter, selected: impl Fn(&Seed) -> bool) {
     let queues = seeded().await;
     let report = redrive(&queues, &plan(filter)).await;
+    assert_moved_exactly(&queues, &report, selected).await;
+}
+
+/// Checks that the run of `report` moved exactly the `selected` messages, once each, and left the
+/// others in the DLQ.
+async fn assert_moved_exactly(queues: &Queues, report: &Report, selected: impl Fn(&Seed) -> bool) {
     assert!(report.error.is_none(), "{:?}", report.error);
     let expected = movable(&selected);
     assert!(!expected.is_empty() && expected.len() < SEEDED);
@@ -391,6 +398,41 @@ async fn filters_combine_so_that_every_condition_must_hold() {
     .await;
 }
 
+/// Takes this long after each batch, as a reader far from its queue would: a pass over the seeded
+/// DLQ then outlasts a short visibility timeout.
+struct Slow(Duration);
+
+impl Progress for Slow {
+    fn update(&self, _: &Counts) {
+        std::thread::sleep(self.0);
+    }
+}
+
+#[tokio::test]
+async fn a_narrow_filter_ends_even_when_a_pass_over_the_dlq_outlasts_the_receive_visibility() {
+    let queues = seeded().await;
+    let filter = Filter {
+        event_type: Some("order.paid".into()),
+        reason: Some("no_service".into()),
+        ..Filter::default()
+    };
+    let (plan, stop, slow) = (
+        plan(filter),
+        CancellationToken::new(),
+        Slow(Duration::from_millis(20)),
+    );
+    let run = redrive_with(&queues, &plan, Duration::from_secs(1), &stop, &slow);
+    let report = tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .expect("the run ends although the messages it leaves outlive the receive's visibility");
+    assert_moved_exactly(&queues, &report, |s| {
+        s.event_type == "order.paid"
+            && s.failure
+                .is_some_and(|(_, _, reason)| reason.contains("no_service"))
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn max_moves_that_many_matching_messages_and_no_more() {
     let queues = seeded().await;
@@ -437,7 +479,7 @@ async fn a_dry_run_lists_the_matching_messages_and_changes_nothing() {
         ..plan(filter)
     };
     let report = mover::run(
-        &dlq_source(dlq, HOLD),
+        &dlq_source(dlq, VISIBILITY),
         &Destination::List,
         &dry_run,
         &CancellationToken::new(),
@@ -514,7 +556,7 @@ async fn export_then_import_round_trips_bodies_and_attributes_byte_for_byte() {
         ..plan(Filter::default())
     };
     let report = mover::run(
-        &dlq_source(dlq, HOLD),
+        &dlq_source(dlq, VISIBILITY),
         &Destination::File(AppendFile::new(&file)),
         &export,
         &CancellationToken::new(),
@@ -606,7 +648,7 @@ async fn an_interrupted_redrive_stops_after_the_batch_in_flight_and_a_rerun_move
     let first = redrive_with(
         &queues,
         &all,
-        HOLD,
+        VISIBILITY,
         &stop,
         &StopAfter {
             at: 300,
@@ -652,7 +694,12 @@ impl Progress for KillAfter {
 async fn a_redrive_killed_mid_batch_then_rerun_loses_nothing_and_duplicates_at_most_the_batches_in_flight()
  {
     let queues = seeded().await;
-    let all = plan(Filter::default());
+    // Takes every message: what a run leaves (past --max-redrives) a killed run leaves hidden for
+    // mover::HOLD, longer than this test waits for the rerun.
+    let all = Plan {
+        max_redrives: None,
+        ..plan(Filter::default())
+    };
     let visibility = Duration::from_secs(2);
     let kill = KillAfter {
         at: 200,
@@ -714,7 +761,7 @@ async fn a_send_failure_mid_batch_deletes_nothing_unsent() {
     let dlq = Queue::open(&queues.client, &queues.dlq).await.unwrap();
     let to = Queue::open(&queues.client, &small).await.unwrap();
     let report = mover::run(
-        &dlq_source(dlq, HOLD),
+        &dlq_source(dlq, VISIBILITY),
         &Destination::Queue(to),
         &plan(Filter::default()),
         &CancellationToken::new(),
@@ -766,65 +813,121 @@ async fn consume(client: &aws_sdk_sqs::Client, url: &str) -> Vec<Message> {
     }
 }
 
-#[tokio::test]
-async fn a_fifo_redrive_keeps_each_message_group_in_order() {
+/// A FIFO queue `{name}.fifo` with `attributes` besides; its URL.
+async fn fifo_queue(
+    client: &aws_sdk_sqs::Client,
+    name: &str,
+    attributes: &[(QueueAttributeName, &str)],
+) -> String {
+    let mut all = HashMap::from([(QueueAttributeName::FifoQueue, "true".to_string())]);
+    all.extend(attributes.iter().map(|(k, v)| (k.clone(), v.to_string())));
+    client
+        .create_queue()
+        .queue_name(format!("{name}.fifo"))
+        .set_attributes(Some(all))
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap()
+}
+
+/// A FIFO DLQ and the FIFO queue it is the DLQ of.
+async fn fifo_queues() -> Queues {
     let client = aws_sdk_sqs::Client::new(&common::sdk().await);
     let name = common::unique("f");
-    let create = |name: String, policy: Option<String>| {
-        let mut attributes = HashMap::from([(QueueAttributeName::FifoQueue, "true".to_string())]);
-        if let Some(policy) = policy {
-            attributes.insert(QueueAttributeName::RedrivePolicy, policy);
-        }
-        client
-            .create_queue()
-            .queue_name(name)
-            .set_attributes(Some(attributes))
-            .send()
-    };
-    let dlq = create(format!("{name}-dlq.fifo"), None)
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
+    let dlq = fifo_queue(&client, &format!("{name}-dlq"), &[]).await;
     let dlq_arn = common::queue_arn(&client, &dlq).await;
     let policy = serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "5"});
-    let source = create(format!("{name}.fifo"), Some(policy.to_string()))
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
-    for seq in 0..30 {
-        client
-            .send_message()
-            .queue_url(&dlq)
-            .message_body(body(seq))
-            .message_attributes("seq", string("Number", &seq.to_string()))
-            .message_group_id(format!("group-{}", seq % 3))
-            .message_deduplication_id(format!("dedup-{seq}"))
-            .send()
-            .await
-            .unwrap();
-    }
-    let queues = Queues {
-        client: client.clone(),
-        source: source.clone(),
+    let policy = policy.to_string();
+    let source = fifo_queue(
+        &client,
+        &name,
+        &[(QueueAttributeName::RedrivePolicy, &policy)],
+    )
+    .await;
+    Queues {
+        client,
+        source,
         source_arn: String::new(),
         dlq,
-    };
+    }
+}
+
+/// A FIFO queue that refuses messages over 1,024 bytes; its URL.
+async fn small_fifo_queue(client: &aws_sdk_sqs::Client) -> String {
+    let small = [(QueueAttributeName::MaximumMessageSize, "1024")];
+    fifo_queue(client, &common::unique("small"), &small).await
+}
+
+/// Sends message `seq` with `body` to the FIFO queue `url`, in `group`.
+async fn send_fifo(client: &aws_sdk_sqs::Client, url: &str, seq: usize, body: &str, group: &str) {
+    client
+        .send_message()
+        .queue_url(url)
+        .message_body(body)
+        .message_attributes("seq", string("Number", &seq.to_string()))
+        .message_group_id(group)
+        .message_deduplication_id(format!("dedup-{seq}"))
+        .send()
+        .await
+        .unwrap();
+}
+
+/// The seqs of every message on the FIFO queue `url` by group, each group in the order it comes.
+async fn groups_on(client: &aws_sdk_sqs::Client, url: &str) -> BTreeMap<String, Vec<usize>> {
+    let mut by_group: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for message in consume(client, url).await {
+        let group = &message.attributes().unwrap()[&MessageSystemAttributeName::MessageGroupId];
+        by_group
+            .entry(group.clone())
+            .or_default()
+            .push(seq_of(&message));
+    }
+    by_group
+}
+
+#[tokio::test]
+async fn a_fifo_redrive_keeps_each_message_group_in_order() {
+    let queues = fifo_queues().await;
+    let group = |seq: usize| format!("group-{}", seq % 3);
+    for seq in 0..30 {
+        send_fifo(&queues.client, &queues.dlq, seq, &body(seq), &group(seq)).await;
+    }
     let report = redrive(&queues, &plan(Filter::default())).await;
     assert_eq!(report.counts.moved, 30, "{:?}", report);
-    let mut by_group: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-    for message in consume(&client, &source).await {
-        let group =
-            message.attributes().unwrap()[&MessageSystemAttributeName::MessageGroupId].clone();
-        assert_eq!(group, format!("group-{}", seq_of(&message) % 3));
-        by_group.entry(group).or_default().push(seq_of(&message));
+    let expected: BTreeMap<String, Vec<usize>> = (0..3)
+        .map(|g| (group(g), (g..30).step_by(3).collect()))
+        .collect();
+    assert_eq!(
+        groups_on(&queues.client, &queues.source).await,
+        expected,
+        "each group whole and in its order"
+    );
+}
+
+#[tokio::test]
+async fn on_a_fifo_dlq_a_filter_stops_at_a_groups_first_message_that_it_does_not_take() {
+    let queues = fifo_queues().await;
+    // 0 is an order.created, the others order.paid.
+    for (seq, group) in [(0, "g1"), (1, "g1"), (5, "g2"), (13, "g2")] {
+        send_fifo(&queues.client, &queues.dlq, seq, &body(seq), group).await;
     }
-    assert_eq!(by_group.len(), 3);
-    for (group, seqs) in by_group {
-        assert!(seqs.is_sorted(), "{group} kept its order: {seqs:?}");
-        assert_eq!(seqs.len(), 10);
-    }
+    let filter = Filter {
+        event_type: Some("order.paid".into()),
+        ..Filter::default()
+    };
+    let report = redrive(&queues, &plan(filter)).await;
+    assert_eq!(report.counts.moved, 2, "{:?}", report.counts);
+    assert_eq!(
+        groups_on(&queues.client, &queues.source).await,
+        BTreeMap::from([("g2".to_string(), vec![5, 13])])
+    );
+    assert_eq!(
+        seqs_on(&queues.client, &queues.dlq).await,
+        [0, 1],
+        "g1's order.paid waits behind the message before it"
+    );
 }
 
 #[tokio::test]
@@ -854,7 +957,7 @@ async fn an_export_that_cannot_write_its_file_deletes_nothing() {
     let dlq = Queue::open(&queues.client, &queues.dlq).await.unwrap();
     let unwritable = std::path::Path::new("/nonexistent-directory/dlq_export.jsonl");
     let report = mover::run(
-        &dlq_source(dlq, HOLD),
+        &dlq_source(dlq, VISIBILITY),
         &Destination::File(AppendFile::new(unwritable)),
         &Plan {
             max_redrives: None,
@@ -877,30 +980,69 @@ async fn an_export_that_cannot_write_its_file_deletes_nothing() {
 }
 
 #[tokio::test]
+async fn on_a_fifo_queue_a_message_that_cannot_be_sent_holds_back_the_rest_of_its_group() {
+    let queues = fifo_queues().await;
+    let small = small_fifo_queue(&queues.client).await;
+    let too_large = "x".repeat(2_000);
+    send_fifo(&queues.client, &queues.dlq, 0, &too_large, "g1").await;
+    send_fifo(&queues.client, &queues.dlq, 1, &body(1), "g1").await;
+    send_fifo(&queues.client, &queues.dlq, 2, &body(2), "g2").await;
+    let dlq = Queue::open(&queues.client, &queues.dlq).await.unwrap();
+    let report = mover::run(
+        &dlq_source(dlq, VISIBILITY),
+        &Destination::Queue(Queue::open(&queues.client, &small).await.unwrap()),
+        &plan(Filter::default()),
+        &CancellationToken::new(),
+        &Quiet,
+    )
+    .await;
+    assert_eq!(
+        (report.counts.moved, report.counts.failed),
+        (1, 2),
+        "{:?}",
+        report.counts
+    );
+    assert!(
+        report.failures[1].contains("held back behind an earlier message of group `g1`"),
+        "{:?}",
+        report.failures
+    );
+    assert_eq!(
+        groups_on(&queues.client, &small).await,
+        BTreeMap::from([("g2".to_string(), vec![2])])
+    );
+    assert_eq!(seqs_on(&queues.client, &queues.dlq).await, [0, 1]);
+}
+
+/// Line `seq` of an export, with `body`, in `group`: message id `m-{seq}`, the `seq` attribute, and
+/// the seeded failure record.
+fn export_line(seq: usize, body: String, group: Option<&str>) -> String {
+    let letter = Letter {
+        message_id: format!("m-{seq}"),
+        body,
+        message_attributes: BTreeMap::from([(
+            "seq".to_string(),
+            serde_json::from_value(
+                serde_json::json!({"dataType": "Number", "stringValue": seq.to_string()}),
+            )
+            .unwrap(),
+        )]),
+        failure: failure_record(seq),
+        sent_at: None,
+        receive_count: None,
+        message_group_id: group.map(str::to_string),
+        handle: String::new(),
+    };
+    serde_json::to_string(&letter).unwrap() + "\n"
+}
+
+#[tokio::test]
 async fn an_import_rerun_sends_only_the_lines_not_yet_sent() {
     let queues = queues(5, 30).await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("dlq_export.jsonl");
     let lines: String = (0..30)
-        .map(|seq| {
-            let letter = Letter {
-                message_id: format!("m-{seq}"),
-                body: body(seq),
-                message_attributes: BTreeMap::from([(
-                    "seq".to_string(),
-                    serde_json::from_value(
-                        serde_json::json!({"dataType": "Number", "stringValue": seq.to_string()}),
-                    )
-                    .unwrap(),
-                )]),
-                failure: failure_record(seq),
-                sent_at: None,
-                receive_count: None,
-                message_group_id: None,
-                handle: String::new(),
-            };
-            serde_json::to_string(&letter).unwrap() + "\n"
-        })
+        .map(|seq| export_line(seq, body(seq), None))
         .collect();
     std::fs::write(&file, lines).unwrap();
     let journal = dir.path().join("dlq_export.jsonl.imported");
@@ -934,4 +1076,40 @@ async fn an_import_rerun_sends_only_the_lines_not_yet_sent() {
         seqs_on(&queues.client, &queues.source).await,
         (0..30).collect::<Vec<_>>()
     );
+}
+
+#[tokio::test]
+async fn an_import_to_a_fifo_queue_stops_a_group_at_its_first_line_that_cannot_be_sent() {
+    let client = aws_sdk_sqs::Client::new(&common::sdk().await);
+    let small = small_fifo_queue(&client).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("dlq_export.jsonl");
+    // Even lines have no group (they go to the default one), odd lines are in group `h`; line 8 is
+    // too large for the queue.
+    let lines: String = (0..30)
+        .map(|seq| {
+            let body = if seq == 8 {
+                "x".repeat(2_000)
+            } else {
+                body(seq)
+            };
+            export_line(seq, body, (seq % 2 == 1).then_some("h"))
+        })
+        .collect();
+    std::fs::write(&file, lines).unwrap();
+    let journal = dir.path().join("dlq_export.jsonl.imported");
+    let report = mover::run(
+        &Source::File(FileSource::open(&file, Some(&journal)).await.unwrap()),
+        &Destination::Queue(Queue::open(&client, &small).await.unwrap()),
+        &plan(Filter::default()),
+        &CancellationToken::new(),
+        &Quiet,
+    )
+    .await;
+    assert_eq!(report.counts.failed, 1, "{:?}", report.counts);
+    let expected = BTreeMap::from([
+        (DEFAULT_GROUP.to_string(), vec![0, 2, 4, 6]),
+        ("h".to_string(), (1..30).step_by(2).collect()),
+    ]);
+    assert_eq!(groups_on(&client, &small).await, expected);
 }

@@ -1,8 +1,10 @@
 //! The SQS calls that moto does not implement or cannot fail on demand, against a recorded client:
 //! the real SDK serializes each request, the recorder keeps its operation and JSON body and answers
-//! it as SQS would. The message move tasks of native redrive (request shapes and errors), and a batch
-//! whose entries fail one by one.
+//! it as SQS would. The message move tasks of native redrive (request shapes and errors), and the
+//! batch answers moto does not give: entries that fail one by one (on a FIFO queue too), a delete
+//! that fails and then succeeds, ids repeated or unknown, and more than ten entries refused.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -281,41 +283,71 @@ impl Progress for Quiet {
     fn update(&self, _: &Counts) {}
 }
 
-/// A DLQ holding three messages (bodies `b0` to `b2`, receipt handles `r0` to `r2`) that answers
-/// deletes and visibility changes with success, and sends with `send`.
+/// SQS's answer to a receive of three messages: bodies `b0` to `b2`, receipt handles `r0` to `r2`,
+/// message groups `g-a`, `g-a` and `g-b`.
+fn three_messages() -> (u16, Value) {
+    let message = |i: usize| {
+        let group = if i < 2 { "g-a" } else { "g-b" };
+        json!({
+            "MessageId": format!("m{i}"), "ReceiptHandle": format!("r{i}"), "Body": format!("b{i}"),
+            "MD5OfBody": "-", "Attributes": {"MessageGroupId": group}
+        })
+    };
+    (
+        200,
+        json!({"Messages": [message(0), message(1), message(2)]}),
+    )
+}
+
+/// SQS's answer to a delete or visibility batch whose every entry went through.
+fn all_went_through(call: &Call) -> (u16, Value) {
+    let ids: Vec<Value> = call.body["Entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| json!({"Id": e["Id"]}))
+        .collect();
+    (200, json!({"Successful": ids, "Failed": []}))
+}
+
+/// A DLQ holding [`three_messages`] that answers deletes and visibility changes with success, and
+/// sends with `send`.
 fn dlq_of_three(
     send: impl Fn(&Call) -> (u16, Value) + Send + Sync + 'static,
 ) -> (Client, Arc<Mutex<Vec<Call>>>) {
     recorded(move |call, before| match call.operation.as_str() {
-        "ReceiveMessage" if before == 0 => {
-            let message = |i: usize| json!({"MessageId": format!("m{i}"), "ReceiptHandle": format!("r{i}"), "Body": format!("b{i}"), "MD5OfBody": "-"});
-            (
-                200,
-                json!({"Messages": [message(0), message(1), message(2)]}),
-            )
-        }
+        "ReceiveMessage" if before == 0 => three_messages(),
         "ReceiveMessage" => (200, json!({})),
-        "DeleteMessageBatch" | "ChangeMessageVisibilityBatch" => {
-            let ids: Vec<Value> = call.body["Entries"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|e| json!({"Id": e["Id"]}))
-                .collect();
-            (200, json!({"Successful": ids, "Failed": []}))
-        }
+        "DeleteMessageBatch" | "ChangeMessageVisibilityBatch" => all_went_through(call),
         _ => send(call),
     })
 }
 
 /// The receipt handles of the entries of every call to `operation`, sorted.
 fn handles(calls: &Mutex<Vec<Call>>, operation: &str) -> Vec<String> {
+    handles_of(calls, operation, |_| true)
+}
+
+/// The receipt handles of the messages given back (made visible at once), sorted.
+fn given_back(calls: &Mutex<Vec<Call>>) -> Vec<String> {
+    handles_of(calls, "ChangeMessageVisibilityBatch", |e| {
+        e["VisibilityTimeout"] == 0
+    })
+}
+
+/// The receipt handles of the entries that `keep` selects in every call to `operation`, sorted.
+fn handles_of(
+    calls: &Mutex<Vec<Call>>,
+    operation: &str,
+    keep: impl Fn(&Value) -> bool,
+) -> Vec<String> {
     let mut handles: Vec<String> = calls
         .lock()
         .unwrap()
         .iter()
         .filter(|c| c.operation == operation)
         .flat_map(|c| c.body["Entries"].as_array().unwrap().clone())
+        .filter(|e| keep(e))
         .map(|e| e["ReceiptHandle"].as_str().unwrap().to_string())
         .collect();
     handles.sort();
@@ -323,6 +355,10 @@ fn handles(calls: &Mutex<Vec<Call>>, operation: &str) -> Vec<String> {
 }
 
 async fn redrive(client: &Client) -> mover::Report {
+    redrive_to(client, queue(client, SOURCE, SOURCE_ARN)).await
+}
+
+async fn redrive_to(client: &Client, destination: Queue) -> mover::Report {
     let source = Source::Queue {
         queue: queue(client, DLQ, DLQ_ARN),
         visibility: Duration::from_secs(30),
@@ -336,7 +372,7 @@ async fn redrive(client: &Client) -> mover::Report {
         concurrency: 1,
         remove: true,
     };
-    let destination = Destination::Queue(queue(client, SOURCE, SOURCE_ARN));
+    let destination = Destination::Queue(destination);
     mover::run(
         &source,
         &destination,
@@ -382,15 +418,44 @@ async fn entries_that_fail_in_a_batch_are_retried_alone_and_only_those_sent_are_
         ["r0", "r1"],
         "deleted only once sent"
     );
-    assert_eq!(
-        handles(&calls, "ChangeMessageVisibilityBatch"),
-        ["r2"],
-        "the unsent one is given back"
-    );
+    assert_eq!(given_back(&calls), ["r2"], "the unsent one is given back");
     assert!(
         report.failures[0].starts_with("m2: sqs:SendMessage"),
         "{:?}",
         report.failures
+    );
+}
+
+#[tokio::test]
+async fn on_a_fifo_queue_an_entry_that_fails_in_a_batch_holds_back_the_later_ones_of_its_group() {
+    let (client, calls) = dlq_of_three(|call| match call.operation.as_str() {
+        "SendMessageBatch" => {
+            let failed = json!({"Id": "0", "SenderFault": false, "Code": "InternalError"});
+            let sent = |id: &str| json!({"Id": id, "MessageId": "new", "MD5OfMessageBody": "-"});
+            (
+                200,
+                json!({"Successful": [sent("1"), sent("2")], "Failed": [failed]}),
+            )
+        }
+        _ => refused("InternalError", "We encountered an internal error."),
+    });
+    let fifo = Queue {
+        url: format!("{SOURCE}.fifo"),
+        fifo: true,
+        ..queue(&client, SOURCE, SOURCE_ARN)
+    };
+    let report = redrive_to(&client, fifo).await;
+    assert_eq!(
+        (report.counts.moved, report.counts.failed),
+        (1, 2),
+        "{:?}",
+        report.counts
+    );
+    assert_eq!(handles(&calls, "DeleteMessageBatch"), ["r2"], "only g-b's");
+    assert_eq!(
+        given_back(&calls),
+        ["r0", "r1"],
+        "m1 stays behind m0, for a rerun to send them in order"
     );
 }
 
@@ -411,9 +476,82 @@ async fn a_denied_send_stops_the_run_and_deletes_nothing() {
     );
     assert_eq!(report.counts.moved, 0);
     assert!(handles(&calls, "DeleteMessageBatch").is_empty());
+    assert_eq!(given_back(&calls), ["r0", "r1", "r2"], "all given back");
+}
+
+#[tokio::test]
+async fn batch_answers_that_repeat_an_entry_or_name_one_never_sent_are_read_safely() {
+    let (client, calls) = recorded(|call, before| match call.operation.as_str() {
+        "ReceiveMessage" if before == 0 => three_messages(),
+        "ReceiveMessage" => (200, json!({})),
+        "SendMessageBatch" | "DeleteMessageBatch" => {
+            let successful = ["0", "0", "1", "2", "7"]
+                .map(|id| json!({"Id": id, "MessageId": "new", "MD5OfMessageBody": "-"}));
+            (200, json!({"Successful": successful, "Failed": []}))
+        }
+        _ => all_went_through(call),
+    });
+    let report = redrive(&client).await;
+    let counts = &report.counts;
     assert_eq!(
-        handles(&calls, "ChangeMessageVisibilityBatch"),
-        ["r0", "r1", "r2"],
-        "all given back"
+        (counts.moved, counts.failed, counts.not_removed),
+        (3, 0, 0),
+        "{counts:?}"
+    );
+    assert_eq!(handles(&calls, "DeleteMessageBatch"), ["r0", "r1", "r2"]);
+    assert!(!operations(&calls).contains(&"SendMessage".to_string()));
+}
+
+#[tokio::test]
+async fn a_delete_of_more_than_ten_messages_goes_ten_a_call() {
+    let (client, calls) = recorded(|call, _| match call.body["Entries"].as_array() {
+        Some(entries) if entries.len() > 10 => refused(
+            "AWS.SimpleQueueService.TooManyEntriesInBatchRequest",
+            "Maximum number of entries per request are 10.",
+        ),
+        _ => all_went_through(call),
+    });
+    let handles: Vec<String> = (0..25).map(|i| format!("r{i}")).collect();
+    let handles: Vec<&str> = handles.iter().map(String::as_str).collect();
+    let outcome = queue(&client, DLQ, DLQ_ARN).delete(&handles).await;
+    assert_eq!(outcome.done, (0..25).collect());
+    let sizes: Vec<usize> = calls
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|c| c.body["Entries"].as_array().map_or(1, Vec::len))
+        .collect();
+    assert_eq!(sizes, [10, 10, 5], "{:?}", operations(&calls));
+}
+
+#[tokio::test]
+async fn a_message_not_deleted_at_first_but_deleted_when_it_comes_back_is_not_reported_as_left() {
+    let receives = AtomicUsize::new(0);
+    let (client, _) = recorded(move |call, _| match call.operation.as_str() {
+        "ReceiveMessage" => {
+            let handle = ["r0", "r0-again"].get(receives.fetch_add(1, Ordering::SeqCst));
+            let messages: Vec<Value> = handle
+                .map(|h| json!({"MessageId": "m0", "ReceiptHandle": h, "Body": "b0", "MD5OfBody": "-"}))
+                .into_iter()
+                .collect();
+            (200, json!({"Messages": messages}))
+        }
+        "SendMessageBatch" => {
+            let sent = json!({"Id": "0", "MessageId": "new-0", "MD5OfMessageBody": "-"});
+            (200, json!({"Successful": [sent], "Failed": []}))
+        }
+        "DeleteMessageBatch" | "DeleteMessage" if call.body.to_string().contains("\"r0\"") => {
+            refused(
+                "InternalError",
+                "We encountered an internal error. Please try again.",
+            )
+        }
+        _ => all_went_through(call),
+    });
+    let counts = redrive(&client).await.counts;
+    assert_eq!(
+        (counts.moved, counts.removed_again, counts.not_removed),
+        (1, 1, 0),
+        "{counts:?}"
     );
 }

@@ -19,10 +19,11 @@ use super::queue::{BATCH, Queue};
 
 /// A receive that finds nothing after this long ends a run.
 const WAIT: Duration = Duration::from_secs(1);
-/// Messages read by `peek` are hidden at most this long (they are given back as soon as it is done).
+/// How long a receive of `peek` hides messages, until the peek holds them ([`mover::HOLD`]); they are
+/// given back as soon as it is done.
 const PEEK_HOLD: Duration = Duration::from_secs(30);
-/// Messages read by the other commands are hidden at least this long: long enough to send and delete
-/// a batch.
+/// How long a receive of the other commands hides messages, at least: long enough to send and delete
+/// a batch (those left are then held for [`mover::HOLD`]).
 const MIN_HOLD: Duration = Duration::from_secs(60);
 /// The exit code of a run stopped by Ctrl-C.
 const INTERRUPTED: u8 = 130;

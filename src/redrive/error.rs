@@ -38,6 +38,10 @@ pub enum Error {
     #[error("{path}: {error}")]
     File { path: String, error: String },
     #[error(
+        "{0} does not end with a newline: its last line is unfinished, most likely by a run killed while writing it. Removing that line loses nothing (a message is deleted from the DLQ, or an import line counted as sent, only once its line is whole on disk): remove it, or end it with a newline if it is whole, then run again; or write to another file"
+    )]
+    Unfinished(String),
+    #[error(
         "{path} line {line}: {error} (expected a JSON line from `opsrelay dlq export` or the local dead-letter file)"
     )]
     Line {

@@ -95,7 +95,12 @@ pub fn parse_age(text: &str) -> Result<Duration, String> {
             ));
         }
     };
-    Ok(Duration::from_secs(number * seconds))
+    let total = number.checked_mul(seconds).ok_or_else(|| {
+        format!(
+            "`{text}` is too long an age to count in seconds: write a smaller number, e.g. 3650d"
+        )
+    })?;
+    Ok(Duration::from_secs(total))
 }
 
 #[cfg(test)]
@@ -115,5 +120,11 @@ mod tests {
     fn an_age_without_a_number_or_with_an_unknown_unit_is_refused() {
         assert!(parse_age("soon").unwrap_err().contains("not an age"));
         assert!(parse_age("3w").unwrap_err().contains("unknown unit `w`"));
+    }
+
+    #[test]
+    fn an_age_too_long_to_count_in_seconds_is_refused() {
+        let age = format!("{}d", u64::MAX / 86_400 + 1);
+        assert!(parse_age(&age).unwrap_err().contains("too long an age"));
     }
 }

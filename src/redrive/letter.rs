@@ -10,19 +10,18 @@ use aws_lambda_events::sqs::{SqsMessage, SqsMessageAttribute};
 use aws_sdk_sqs::types::{Message, MessageAttributeValue};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
+use crate::dlq::{DEFAULT_GROUP, MAX_ATTRIBUTES};
 use crate::event::Delivery;
 use crate::failure::{FAILURE_ATTRIBUTE, FailureRecord};
 
 /// The attribute that counts how often a message was sent back by `opsrelay dlq`.
 pub const REDRIVE_ATTRIBUTE: &str = "opsrelay-redrive-count";
-/// SQS allows this many message attributes.
-const MAX_ATTRIBUTES: usize = 10;
-/// A FIFO message whose group is unknown (a line of the local dead-letter file) goes to this group,
-/// as [`crate::dlq`] does.
-const DEFAULT_GROUP: &str = "opsrelay";
 /// How messages without a failure record (moved by SQS itself) are shown and filtered.
 pub const NO_REASON: &str = "no reason";
+/// SQS takes deduplication ids of at most this many characters.
+const MAX_DEDUPLICATION_ID: usize = 128;
 
 /// One dead letter; serialized, one export line.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -65,14 +64,22 @@ impl Letter {
     pub fn from_sqs(message: &Message) -> Self {
         let mut record = crate::worker::lambda_record(message);
         let delivery = Delivery::of(&record);
+        // Always taken off: it belongs to the dead letter, never to the message sent back, even when
+        // it is not a record this version can read.
         let failure = record
             .message_attributes
-            .get(FAILURE_ATTRIBUTE)
-            .and_then(|a| a.string_value.as_deref())
-            .and_then(|json| serde_json::from_str::<FailureRecord>(json).ok());
-        if failure.is_some() {
-            record.message_attributes.remove(FAILURE_ATTRIBUTE);
-        }
+            .remove(FAILURE_ATTRIBUTE)
+            .and_then(|attribute| {
+                let json = attribute.string_value.unwrap_or_default();
+                serde_json::from_str::<FailureRecord>(&json)
+                    .inspect_err(|error| {
+                        tracing::warn!(
+                            message_id = %delivery.message_id,
+                            "{FAILURE_ATTRIBUTE} is not a failure record ({error}): shown as {NO_REASON:?}, and not sent back."
+                        );
+                    })
+                    .ok()
+            });
         Letter {
             message_id: delivery.message_id,
             body: record.body.unwrap_or_default(),
@@ -153,10 +160,17 @@ impl Letter {
         attributes
     }
 
+    /// Its FIFO message group; for a letter without one (a line of the local dead-letter file), the
+    /// group it is sent to.
+    pub fn group(&self) -> &str {
+        self.message_group_id.as_deref().unwrap_or(DEFAULT_GROUP)
+    }
+
     /// What a redrive sends: the body unchanged, the original attributes, the counter one higher
     /// (when SQS's 10 attributes leave room), and for a FIFO destination the group and a
-    /// deduplication id that is the same on a rerun but new for the next redrive.
-    pub fn outgoing(&self, fifo: bool) -> Outgoing {
+    /// deduplication id that is the same on a rerun but new for the next redrive. `line`: its line
+    /// number, when it was read from a file.
+    pub fn outgoing(&self, fifo: bool, line: Option<&str>) -> Outgoing {
         let redrives = self.redrives() + 1;
         let mut attributes: HashMap<String, MessageAttributeValue> = self
             .original_attributes()
@@ -174,19 +188,39 @@ impl Letter {
             attributes.insert(REDRIVE_ATTRIBUTE.to_string(), counter);
         }
         let fifo = fifo.then(|| {
-            let group = self.message_group_id.as_deref().unwrap_or(DEFAULT_GROUP);
-            let dedup: String = format!("{}-{redrives}", self.message_id)
-                .chars()
-                .filter(|c| c.is_ascii_graphic())
-                .take(128)
-                .collect();
-            (group.to_string(), dedup)
+            let dedup = self.deduplication_id(redrives, line);
+            (self.group().to_string(), dedup)
         });
         Outgoing {
             body: self.body.clone(),
             attributes,
             fifo,
             counted,
+        }
+    }
+
+    /// The deduplication id of its `redrives`th redrive: the message id and the count, when the id is
+    /// one SQS takes (ASCII letters, digits and punctuation) with room for the count. Otherwise (a
+    /// line of the local dead-letter file may have no id) a SHA-256 of the id and the body, with the
+    /// line number when read from a file (two lines may hold the same body), and the count: never cut
+    /// or filtered, which would give two messages the same id and have SQS drop all but the first.
+    fn deduplication_id(&self, redrives: u32, line: Option<&str>) -> String {
+        let id = format!("{}-{redrives}", self.message_id);
+        if !self.message_id.is_empty()
+            && self.message_id.chars().all(|c| c.is_ascii_graphic())
+            && id.len() <= MAX_DEDUPLICATION_ID
+        {
+            return id;
+        }
+        let digest = Sha256::new()
+            .chain_update(&self.message_id)
+            .chain_update([0u8])
+            .chain_update(&self.body)
+            .finalize();
+        let hex: String = digest.iter().map(|byte| format!("{byte:02x}")).collect();
+        match line {
+            Some(line) => format!("{hex}-{line}-{redrives}"),
+            None => format!("{hex}-{redrives}"),
         }
     }
 }
@@ -255,7 +289,7 @@ mod tests {
 
     #[test]
     fn a_redrive_adds_a_counter_beside_the_original_attributes() {
-        let outgoing = letter(2, 0).outgoing(false);
+        let outgoing = letter(2, 0).outgoing(false, None);
         assert_eq!(outgoing.attributes.len(), 3);
         assert_eq!(
             outgoing.attributes[REDRIVE_ATTRIBUTE].string_value(),
@@ -266,7 +300,7 @@ mod tests {
 
     #[test]
     fn attributes_kept_inside_the_failure_record_are_put_back() {
-        let outgoing = letter(9, 1).outgoing(false);
+        let outgoing = letter(9, 1).outgoing(false, None);
         assert!(outgoing.attributes.contains_key("a09"));
         assert!(
             !outgoing.counted,
@@ -285,16 +319,84 @@ mod tests {
         )]));
         assert_eq!(letter.redrives(), 2);
         assert_eq!(
-            letter.outgoing(false).attributes[REDRIVE_ATTRIBUTE].string_value(),
+            letter.outgoing(false, None).attributes[REDRIVE_ATTRIBUTE].string_value(),
             Some("3")
         );
+    }
+
+    #[test]
+    fn a_failure_attribute_that_is_not_a_failure_record_is_not_sent_back() {
+        let attribute = |value: &str| {
+            MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value(value)
+                .build()
+                .unwrap()
+        };
+        let message = Message::builder()
+            .message_id("m-1")
+            .body("{}")
+            .message_attributes(
+                FAILURE_ATTRIBUTE,
+                attribute("{\"written by\": \"another tool\"}"),
+            )
+            .message_attributes("trace", attribute("t-1"))
+            .build();
+        let letter = Letter::from_sqs(&message);
+        assert_eq!(letter.failure, None);
+        let sent = letter.outgoing(false, None).attributes;
+        assert!(!sent.contains_key(FAILURE_ATTRIBUTE), "{sent:?}");
+        assert!(sent.contains_key("trace"), "its own attributes go back");
+    }
+
+    /// The deduplication id of `letter`'s next redrive to a FIFO queue, read from `line` of a file.
+    fn deduplication_id(letter: &Letter, line: &str) -> String {
+        letter.outgoing(true, Some(line)).fifo.unwrap().1
+    }
+
+    #[test]
+    fn lines_without_a_message_id_get_deduplication_ids_of_their_own() {
+        let without_id = |body: &str| Letter {
+            message_id: String::new(),
+            body: body.into(),
+            ..letter(0, 0)
+        };
+        let (first, second) = (without_id("{\"id\":\"1\"}"), without_id("{\"id\":\"2\"}"));
+        let ids = [
+            deduplication_id(&first, "1"),
+            deduplication_id(&second, "2"),
+            deduplication_id(&first, "3"),
+        ];
+        assert_ne!(ids[0], ids[1], "different bodies");
+        assert_ne!(ids[0], ids[2], "the same body on another line");
+        assert_eq!(ids[0], deduplication_id(&first, "1"), "the same on a rerun");
+    }
+
+    #[test]
+    fn message_ids_too_long_for_a_deduplication_id_do_not_collide_when_cut() {
+        let with_id = |id: String| Letter {
+            message_id: id,
+            ..letter(0, 0)
+        };
+        let long = "m".repeat(200);
+        let ids = [
+            deduplication_id(&with_id(long.clone() + "1"), "1"),
+            deduplication_id(&with_id(long + "2"), "1"),
+        ];
+        assert_ne!(ids[0], ids[1]);
+        for id in ids {
+            assert!(
+                id.len() <= 128 && id.chars().all(|c| c.is_ascii_graphic()),
+                "{id}"
+            );
+        }
     }
 
     #[test]
     fn a_fifo_redrive_keeps_the_group_and_deduplicates_per_redrive() {
         let mut letter = letter(0, 0);
         letter.message_group_id = Some("g-7".into());
-        let (group, dedup) = letter.outgoing(true).fifo.unwrap();
+        let (group, dedup) = letter.outgoing(true, None).fifo.unwrap();
         assert_eq!((group.as_str(), dedup.as_str()), ("g-7", "m-1-1"));
     }
 }

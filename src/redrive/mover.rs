@@ -1,10 +1,10 @@
 //! The one loop behind redrive, import, export, peek and stats: read ten dead letters at a time, take
 //! those the plan selects, put them where they go (a queue, a file, or a listing), and only then
 //! remove them from where they were read. A message that could not be put stays where it was; what a
-//! run reads and leaves gets its visibility back when the run ends; a stop lets the batch in flight
-//! finish. Several batches run at once.
+//! run reads and leaves stays hidden until the run ends ([`HOLD`]) and gets its visibility back then;
+//! a stop lets the batch in flight finish. Several batches run at once.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -23,8 +23,8 @@ use crate::pace::Pacer;
 /// Where dead letters are read.
 #[derive(Debug)]
 pub enum Source {
-    /// A queue: messages are received (hidden for `visibility`); the run ends at the first receive
-    /// that finds none after `wait`.
+    /// A queue: messages are received (hidden for `visibility`, and those left for [`HOLD`]); the
+    /// run ends at the first receive that finds none after `wait`.
     Queue {
         queue: Queue,
         visibility: Duration,
@@ -54,7 +54,8 @@ pub struct Plan {
     pub max_redrives: Option<u32>,
     /// Messages a second.
     pub rate: Option<u32>,
-    /// Batches in flight at once.
+    /// Batches in flight at once; one when a file goes to a FIFO queue, so that each group arrives in
+    /// the file's order.
     pub concurrency: usize,
     /// Remove what was put from where it was read (delete it from the queue, journal the line).
     /// Otherwise every message read gets its visibility back when the run ends.
@@ -73,7 +74,8 @@ pub struct Counts {
     pub over_max_redrives: u64,
     /// Could not be put: left where they were.
     pub failed: u64,
-    /// Put, but could not be removed: they come back in the DLQ and a rerun sends them again.
+    /// Put, but could not be removed, not even when they came back later in the run: they are in the
+    /// DLQ again and a rerun sends them again.
     pub not_removed: u64,
     /// Put earlier in this run but came back (a delete that failed or came too late): removed
     /// without being put again.
@@ -104,6 +106,14 @@ pub struct Report {
 /// Reasons why messages could not be put, kept for the report.
 const KEPT_FAILURES: usize = 20;
 
+/// How long a message read from a queue and left there (not matching, beyond `--max`, not put, or
+/// only listed) is kept hidden, from when it is left and again whenever it is read anew: far longer
+/// than a pass over a large DLQ takes, so that the run ends at the first receive that finds nothing
+/// rather than reading the same messages again as their receive's visibility ends. The end of the run
+/// gives them back at once; a run killed outright (SIGKILL, a crash) leaves them hidden at most this
+/// long.
+pub const HOLD: Duration = Duration::from_secs(600);
+
 /// Runs `plan` from `source` to `destination` until the source is empty, `plan.max` is reached or
 /// `stop` is cancelled.
 pub async fn run(
@@ -113,10 +123,22 @@ pub async fn run(
     stop: &CancellationToken,
     progress: &dyn Progress,
 ) -> Report {
+    let ordered = match source {
+        Source::Queue { queue, .. } => queue.fifo,
+        Source::File(_) => matches!(destination, Destination::Queue(queue) if queue.fifo),
+    };
+    // A FIFO DLQ gives none of a group's later messages while an earlier one is read and not
+    // deleted, so its batches can go at once; a file's batches sent at once would reach a FIFO
+    // queue in any order.
+    let concurrency = match source {
+        Source::File(_) if ordered => 1,
+        _ => plan.concurrency.max(1),
+    };
     let mover = Mover {
         source,
         destination,
         plan,
+        ordered,
         halt: stop.child_token(),
         now: Utc::now(),
         budget: plan.max.map(AtomicU64::new),
@@ -124,7 +146,7 @@ pub async fn run(
         progress,
         state: Mutex::default(),
     };
-    let workers = (0..plan.concurrency.max(1)).map(|_| mover.worker());
+    let workers = (0..concurrency).map(|_| mover.worker());
     futures::future::join_all(workers).await;
     mover.settle_late().await;
     let state = mover.state.into_inner().unwrap_or_else(|e| e.into_inner());
@@ -145,6 +167,8 @@ struct Mover<'a> {
     source: &'a Source,
     destination: &'a Destination,
     plan: &'a Plan,
+    /// Each message group keeps its order: the source is a FIFO queue, or a file going to one.
+    ordered: bool,
     /// Cancelled by the caller's stop, or by an error that ends the run.
     halt: CancellationToken,
     /// Ages are measured from the start of the run, so that a filter decides the same way on each
@@ -159,18 +183,22 @@ struct Mover<'a> {
 #[derive(Default)]
 struct State {
     counts: Counts,
-    /// Read and left: [`Mover::key`] → receipt handle, given back at the end.
+    /// Read and left ([`Mover::hold`]): [`Mover::key`] → receipt handle, given back at the end.
     held: HashMap<String, String>,
     /// The [`Mover::key`]s of the letters put in this run.
     put: HashSet<String>,
     /// The [`Mover::key`]s of the letters being put.
     in_flight: HashSet<String>,
+    /// The [`Mover::key`]s of the letters put and not removed (yet): [`Counts::not_removed`].
+    not_removed: HashSet<String>,
     /// Copies of letters being put, received again meanwhile (SQS delivers at least once): settled
     /// when the run ends, by what became of the first copy.
     late: Vec<Letter>,
     listed: Vec<Letter>,
     failures: Vec<String>,
     error: Option<Error>,
+    /// When the run keeps order: the groups of letters left, whose later letters are left too.
+    blocked: HashSet<String>,
 }
 
 /// Why a letter read is left where it is.
@@ -216,6 +244,11 @@ impl Mover<'_> {
         }
     }
 
+    /// The letter's line number, when the source is a file.
+    fn line<'l>(&self, letter: &'l Letter) -> Option<&'l str> {
+        matches!(self.source, Source::File(_)).then_some(letter.handle.as_str())
+    }
+
     fn budget_spent(&self) -> bool {
         self.budget
             .as_ref()
@@ -236,6 +269,7 @@ impl Mover<'_> {
     async fn batch(&self, batch: Vec<Letter>) {
         let mut taken = Vec::new();
         let mut again = Vec::new();
+        let mut left = Vec::new();
         {
             let mut state = self.state();
             for letter in batch {
@@ -248,13 +282,13 @@ impl Mover<'_> {
                     state.late.push(letter);
                     continue;
                 }
-                if let Some(handle) = state.held.get_mut(&key) {
-                    // Back after its visibility timeout: only its receipt handle is new.
-                    *handle = letter.handle;
+                if state.held.contains_key(&key) {
+                    // Back although held (hiding it failed): held again with its new receipt handle.
+                    left.push(letter);
                     continue;
                 }
                 state.counts.read += 1;
-                match self.choose(&letter) {
+                match self.choose(&mut state.blocked, &letter) {
                     None => {
                         state.in_flight.insert(key);
                         taken.push(letter);
@@ -266,11 +300,12 @@ impl Mover<'_> {
                             Leave::OverMaxRedrives => counts.over_max_redrives += 1,
                             Leave::OverMax => counts.over_max += 1,
                         }
-                        state.held.insert(key, letter.handle);
+                        left.push(letter);
                     }
                 }
             }
         }
+        self.hold(&left).await;
         if !again.is_empty() {
             self.settle(&again, true).await;
         }
@@ -285,6 +320,7 @@ impl Mover<'_> {
         }
         let outcome = self.put(&taken).await;
         let mut done = Vec::with_capacity(outcome.done.len());
+        let mut not_put = Vec::new();
         {
             let mut state = self.state();
             for (i, why) in &outcome.failed {
@@ -294,15 +330,15 @@ impl Mover<'_> {
                     state.failures.push(failure);
                 }
             }
-            let put: HashSet<usize> = outcome.done.into_iter().collect();
             for (i, letter) in taken.into_iter().enumerate() {
                 let key = self.key(&letter);
                 state.in_flight.remove(&key);
-                if put.contains(&i) {
+                if outcome.done.contains(&i) {
                     state.put.insert(key);
                     done.push(letter);
                 } else {
-                    state.held.insert(key, letter.handle);
+                    self.block(&mut state.blocked, &letter);
+                    not_put.push(letter);
                     if let Some(budget) = &self.budget {
                         // Not moved: another message may take its place under --max.
                         budget.fetch_add(1, Ordering::SeqCst);
@@ -311,6 +347,7 @@ impl Mover<'_> {
             }
             state.counts.moved += done.len() as u64;
         }
+        self.hold(&not_put).await;
         self.settle(&done, false).await;
         if let Some(error) = outcome.fatal {
             self.end(error);
@@ -327,14 +364,51 @@ impl Mover<'_> {
                 .partition(|letter| state.put.contains(&self.key(letter)))
         };
         self.settle(&put, true).await;
-        let mut state = self.state();
-        for letter in not_put {
-            state.held.insert(self.key(&letter), letter.handle);
+        self.hold(&not_put).await;
+    }
+
+    /// Leaves these letters where they were read until the run ends, hidden for [`HOLD`] on a queue.
+    async fn hold(&self, letters: &[Letter]) {
+        if letters.is_empty() {
+            return;
+        }
+        {
+            let mut state = self.state();
+            for letter in letters {
+                state.held.insert(self.key(letter), letter.handle.clone());
+            }
+        }
+        if let Source::Queue { queue, .. } = self.source {
+            let handles: Vec<String> = letters.iter().map(|l| l.handle.clone()).collect();
+            if let Err(error) = queue.hide(&handles, HOLD).await {
+                self.end(error);
+            }
         }
     }
 
-    /// `None` when the plan takes the letter.
-    fn choose(&self, letter: &Letter) -> Option<Leave> {
+    /// `None` when the plan takes the letter. When the run keeps order, a letter behind one left in its
+    /// group is left too (as not matching), and a letter left blocks its group.
+    fn choose(&self, blocked: &mut HashSet<String>, letter: &Letter) -> Option<Leave> {
+        if self.ordered && blocked.contains(letter.group()) {
+            return Some(Leave::NotMatching);
+        }
+        let leave = self.judge(letter);
+        if leave.is_some() {
+            self.block(blocked, letter);
+        }
+        leave
+    }
+
+    /// When the run keeps order, leaves the later letters of this letter's group: they cannot go
+    /// before it.
+    fn block(&self, blocked: &mut HashSet<String>, letter: &Letter) {
+        if self.ordered {
+            blocked.insert(letter.group().to_string());
+        }
+    }
+
+    /// `None` when the plan takes the letter, judged on its own.
+    fn judge(&self, letter: &Letter) -> Option<Leave> {
         if !self.plan.filter.matches(letter, self.now) {
             return Some(Leave::NotMatching);
         }
@@ -366,7 +440,10 @@ impl Mover<'_> {
         };
         match self.destination {
             Destination::Queue(queue) => {
-                let outgoing: Vec<_> = letters.iter().map(|l| l.outgoing(queue.fifo)).collect();
+                let outgoing: Vec<_> = letters
+                    .iter()
+                    .map(|l| l.outgoing(queue.fifo, self.line(l)))
+                    .collect();
                 let outcome = queue.send(&outgoing).await;
                 let uncounted = outcome
                     .done
@@ -400,33 +477,35 @@ impl Mover<'_> {
             return;
         }
         if !self.plan.remove {
-            let mut state = self.state();
-            for letter in letters {
-                state.held.insert(self.key(letter), letter.handle.clone());
-            }
+            self.hold(letters).await;
             return;
         }
-        let (not_removed, fatal) = match self.source {
+        let (removed, fatal) = match self.source {
             Source::Queue { queue, .. } => {
                 let handles: Vec<&str> = letters.iter().map(|l| l.handle.as_str()).collect();
                 let outcome = queue.delete(&handles).await;
-                let failed = letters.len() - outcome.done.len();
                 for (i, why) in &outcome.failed {
                     tracing::warn!(message_id = %letters[*i].message_id, "Sent but not deleted: {why}");
                 }
-                (failed, outcome.fatal)
+                (outcome.done, outcome.fatal)
             }
             Source::File(file) => match file.remove(&letters.iter().collect::<Vec<_>>()).await {
-                Ok(()) => (0, None),
-                Err(error) => (letters.len(), Some(error)),
+                Ok(()) => ((0..letters.len()).collect(), None),
+                Err(error) => (BTreeSet::new(), Some(error)),
             },
         };
         {
             let mut state = self.state();
-            state.counts.not_removed += not_removed as u64;
-            if again {
-                state.counts.removed_again += (letters.len() - not_removed) as u64;
+            for (i, letter) in letters.iter().enumerate() {
+                let key = self.key(letter);
+                if removed.contains(&i) {
+                    state.not_removed.remove(&key);
+                    state.counts.removed_again += u64::from(again);
+                } else {
+                    state.not_removed.insert(key);
+                }
             }
+            state.counts.not_removed = state.not_removed.len() as u64;
         }
         if let Some(error) = fatal {
             self.end(error);

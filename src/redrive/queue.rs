@@ -1,19 +1,20 @@
-//! The SQS calls of the `dlq` commands, ten messages at a time: receive, give visibility back, send
-//! (entries that fail in a batch are retried alone) and delete (the same). Each error names the IAM
-//! action it needs.
+//! The SQS calls of the `dlq` commands, ten messages at a time: receive, keep hidden, give visibility
+//! back, send (entries that fail in a batch are retried alone) and delete (the same). Each error names
+//! the IAM action it needs.
 
+use std::collections::{BTreeSet, HashSet};
 use std::future::Future;
 use std::time::Duration;
 
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::config::http::HttpResponse;
 use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_sqs::operation::change_message_visibility_batch::ChangeMessageVisibilityBatchOutput;
 use aws_sdk_sqs::operation::delete_message_batch::DeleteMessageBatchOutput;
 use aws_sdk_sqs::operation::send_message_batch::SendMessageBatchOutput;
 use aws_sdk_sqs::types::{
-    BatchResultErrorEntry, ChangeMessageVisibilityBatchRequestEntry,
-    DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName,
-    SendMessageBatchRequestEntry,
+    ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry,
+    MessageSystemAttributeName, QueueAttributeName, SendMessageBatchRequestEntry,
 };
 
 use super::error::Error;
@@ -43,7 +44,7 @@ pub struct Depth {
 #[derive(Debug, Default)]
 pub struct Outcome {
     /// Indexes of the entries that went through.
-    pub done: Vec<usize>,
+    pub done: BTreeSet<usize>,
     /// The others, with why.
     pub failed: Vec<(usize, String)>,
     /// A failure that every later call would share (no permission, no queue).
@@ -132,9 +133,44 @@ impl Queue {
         Ok(output.messages().iter().map(Letter::from_sqs).collect())
     }
 
-    /// Makes the messages of these receipt handles visible again at once. A failure only means they
-    /// come back when their visibility timeout ends.
+    /// Keeps the messages of these receipt handles hidden for `hold` from now, ten a call. One that
+    /// could not be hidden comes back when its receive's visibility ends, and is hidden again when
+    /// read; an error that every later call would share is returned.
+    pub async fn hide(&self, handles: &[String], hold: Duration) -> Result<(), Error> {
+        let failed = self.set_visibility(handles, hold).await?;
+        if failed > 0 {
+            tracing::warn!(
+                queue = %self.url,
+                failed,
+                "Could not keep some messages hidden for the rest of the run; they are hidden again when read."
+            );
+        }
+        Ok(())
+    }
+
+    /// Makes the messages of these receipt handles visible again at once, ten a call. A failure only
+    /// means they come back when their visibility timeout ends.
     pub async fn release(&self, handles: &[String]) {
+        let failed = match self.set_visibility(handles, Duration::ZERO).await {
+            Ok(failed) => failed,
+            Err(error) => {
+                tracing::debug!(%error, "Giving visibility back failed.");
+                handles.len()
+            }
+        };
+        if failed > 0 {
+            tracing::warn!(
+                queue = %self.url,
+                failed,
+                "Could not give some messages their visibility back (needs sqs:ChangeMessageVisibility); they come back when their visibility timeout ends."
+            );
+        }
+    }
+
+    /// Sets the visibility timeout of the messages of these receipt handles to `timeout` from now,
+    /// ten a call; how many could not be changed, or the error that every later call would share.
+    async fn set_visibility(&self, handles: &[String], timeout: Duration) -> Result<usize, Error> {
+        let mut failed = 0;
         for chunk in handles.chunks(BATCH) {
             let entries = chunk
                 .iter()
@@ -143,7 +179,7 @@ impl Queue {
                     ChangeMessageVisibilityBatchRequestEntry::builder()
                         .id(i.to_string())
                         .receipt_handle(handle)
-                        .visibility_timeout(0)
+                        .visibility_timeout(timeout.as_secs() as i32)
                         .build()
                         .ok()
                 })
@@ -155,25 +191,23 @@ impl Queue {
                 .set_entries(Some(entries))
                 .send()
                 .await;
-            let failed = match result {
-                Ok(output) => output.failed().len(),
+            failed += match result {
+                Ok(output) => chunk.len() - went_through(&output, chunk.len()).len(),
+                Err(e) if Error::stops_the_run(&e) => {
+                    return Err(Error::aws("sqs:ChangeMessageVisibility", &self.url, &e));
+                }
                 Err(e) => {
-                    tracing::debug!(error = %crate::aws::describe(&e), "Giving visibility back failed.");
+                    tracing::debug!(error = %crate::aws::describe(&e), "Changing visibility failed.");
                     chunk.len()
                 }
             };
-            if failed > 0 {
-                tracing::warn!(
-                    queue = %self.url,
-                    failed,
-                    "Could not give some messages their visibility back (needs sqs:ChangeMessageVisibility); they come back when their visibility timeout ends."
-                );
-            }
         }
+        Ok(failed)
     }
 
     /// Sends up to ten messages in one call; entries that fail, or all of them when the call fails,
-    /// are retried one by one.
+    /// are retried one by one, in order. On a FIFO queue an entry that is not sent holds back the
+    /// later entries of its group.
     pub async fn send(&self, messages: &[Outgoing]) -> Outcome {
         let entries = messages
             .iter()
@@ -197,7 +231,8 @@ impl Queue {
             .set_entries(Some(entries))
             .send()
             .await;
-        self.settle("sqs:SendMessage", messages.len(), batch, |i| {
+        let group = |i: usize| messages[i].fifo.as_ref().map(|(group, _)| group.as_str());
+        self.settle("sqs:SendMessage", messages.len(), batch, group, |i| {
             let message = &messages[i];
             let (group, dedup) = message.fifo.clone().unzip();
             self.client
@@ -212,8 +247,26 @@ impl Queue {
         .await
     }
 
-    /// Deletes the messages of these receipt handles; entries that fail are retried one by one.
+    /// Deletes the messages of these receipt handles, ten a call whatever their number; entries that
+    /// fail are retried one by one.
     pub async fn delete(&self, handles: &[&str]) -> Outcome {
+        let mut outcome = Outcome::default();
+        for (n, chunk) in handles.chunks(BATCH).enumerate() {
+            let part = self.delete_batch(chunk).await;
+            let offset = n * BATCH;
+            outcome.done.extend(part.done.iter().map(|i| i + offset));
+            let failed = part.failed.into_iter().map(|(i, why)| (i + offset, why));
+            outcome.failed.extend(failed);
+            if part.fatal.is_some() {
+                outcome.fatal = part.fatal;
+                break;
+            }
+        }
+        outcome
+    }
+
+    /// Deletes up to ten messages in one call.
+    async fn delete_batch(&self, handles: &[&str]) -> Outcome {
         let entries = handles
             .iter()
             .enumerate()
@@ -232,23 +285,35 @@ impl Queue {
             .set_entries(Some(entries))
             .send()
             .await;
-        self.settle("sqs:DeleteMessage", handles.len(), batch, |i| {
-            self.client
-                .delete_message()
-                .queue_url(&self.url)
-                .receipt_handle(handles[i])
-                .send()
-        })
+        self.settle(
+            "sqs:DeleteMessage",
+            handles.len(),
+            batch,
+            |_| None,
+            |i| {
+                self.client
+                    .delete_message()
+                    .queue_url(&self.url)
+                    .receipt_handle(handles[i])
+                    .send()
+            },
+        )
         .await
     }
 
-    /// The outcome of a batch call of `count` entries (the indexes that went through and those that
-    /// failed, or the call's error), retrying each failed entry alone with `alone`.
-    async fn settle<E, A, O, Fut>(
+    /// The outcome of a batch call of `count` entries: those its answer reports as gone through, and
+    /// each other one (all of them when the call failed) retried alone with `alone`, in order.
+    ///
+    /// `group_of` gives an entry's FIFO message group. Once an entry of a group could not be sent,
+    /// or later entries of its group went through before it, the group's later entries are held
+    /// back: reported failed, so that they stay where they were read (even when the batch sent them)
+    /// and a rerun sends the group in order.
+    async fn settle<'g, E, A, O, Fut>(
         &self,
         action: &'static str,
         count: usize,
         batch: Result<impl Entries, SdkError<E, HttpResponse>>,
+        group_of: impl Fn(usize) -> Option<&'g str>,
         alone: impl Fn(usize) -> Fut,
     ) -> Outcome
     where
@@ -257,23 +322,40 @@ impl Queue {
         Fut: Future<Output = Result<O, SdkError<A, HttpResponse>>>,
     {
         let mut outcome = Outcome::default();
-        let retry = match batch {
-            Ok(output) => {
-                outcome.done = output.done();
-                indexes(output.rejected().iter().map(|e| e.id()))
-            }
+        let went = match batch {
+            Ok(output) => went_through(&output, count),
             Err(e) if Error::stops_the_run(&e) => {
                 outcome.fatal = Some(Error::aws(action, &self.url, &e));
                 return outcome;
             }
             Err(e) => {
                 tracing::warn!(error = %crate::aws::describe(&e), "A batch call failed; retrying its entries one by one.");
-                (0..count).collect()
+                BTreeSet::new()
             }
         };
-        for i in retry {
+        let mut held_back = HashSet::new();
+        for i in 0..count {
+            let group = group_of(i);
+            if let Some(group) = group
+                && held_back.contains(group)
+            {
+                let why = format!(
+                    "held back behind an earlier message of group `{group}` that was not sent first; a rerun sends the group in order"
+                );
+                outcome.failed.push((i, why));
+                continue;
+            }
+            if went.contains(&i) {
+                outcome.done.insert(i);
+                continue;
+            }
+            if group.is_some() && went.range(i + 1..).any(|&later| group_of(later) == group) {
+                held_back.extend(group);
+            }
             match alone(i).await {
-                Ok(_) => outcome.done.push(i),
+                Ok(_) => {
+                    outcome.done.insert(i);
+                }
                 Err(e) => {
                     let error = Error::aws(action, &self.url, &e);
                     if Error::stops_the_run(&e) {
@@ -281,6 +363,7 @@ impl Queue {
                         return outcome;
                     }
                     outcome.failed.push((i, error.to_string()));
+                    held_back.extend(group);
                 }
             }
         }
@@ -288,35 +371,37 @@ impl Queue {
     }
 }
 
-/// The answer of a batch call, entry by entry.
+/// The answer of a batch call.
 trait Entries {
-    /// The indexes of the entries that went through.
-    fn done(&self) -> Vec<usize>;
-    /// The entries that did not.
-    fn rejected(&self) -> &[BatchResultErrorEntry];
+    /// The ids of the entries it reports as gone through.
+    fn successful_ids(&self) -> impl Iterator<Item = &str>;
 }
 
 impl Entries for SendMessageBatchOutput {
-    fn done(&self) -> Vec<usize> {
-        indexes(self.successful().iter().map(|e| e.id()))
-    }
-
-    fn rejected(&self) -> &[BatchResultErrorEntry] {
-        self.failed()
+    fn successful_ids(&self) -> impl Iterator<Item = &str> {
+        self.successful().iter().map(|e| e.id())
     }
 }
 
 impl Entries for DeleteMessageBatchOutput {
-    fn done(&self) -> Vec<usize> {
-        indexes(self.successful().iter().map(|e| e.id()))
-    }
-
-    fn rejected(&self) -> &[BatchResultErrorEntry] {
-        self.failed()
+    fn successful_ids(&self) -> impl Iterator<Item = &str> {
+        self.successful().iter().map(|e| e.id())
     }
 }
 
-/// Entry ids (our indexes) back to numbers.
-fn indexes<'a>(ids: impl Iterator<Item = &'a str>) -> Vec<usize> {
-    ids.filter_map(|id| id.parse().ok()).collect()
+impl Entries for ChangeMessageVisibilityBatchOutput {
+    fn successful_ids(&self) -> impl Iterator<Item = &str> {
+        self.successful().iter().map(|e| e.id())
+    }
+}
+
+/// The entries of a batch of `count` (their ids are their indexes) that `output` reports as gone
+/// through. An id that names no entry is ignored, and one given twice counts once: the answer cannot
+/// make a caller index out of its entries or count an entry twice.
+fn went_through(output: &impl Entries, count: usize) -> BTreeSet<usize> {
+    output
+        .successful_ids()
+        .filter_map(|id| id.parse().ok())
+        .filter(|&i| i < count)
+        .collect()
 }
