@@ -4,15 +4,17 @@
 mod common;
 
 use std::path::Path;
-use std::process::Output;
+use std::process::{Output, Stdio};
+use std::time::Duration;
 
-use aws_sdk_sqs::types::MessageAttributeValue;
+use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
 use common::{Queues, drain, queues};
 use serde_json::{Value, json};
 
-/// Runs the `opsrelay` binary with the SDK pointed at moto.
-async fn opsrelay(args: &[&str], dir: &Path) -> Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_opsrelay"))
+/// The `opsrelay` binary with the SDK pointed at moto.
+fn command(args: &[&str], dir: &Path) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_opsrelay"));
+    command
         .args(args)
         .current_dir(dir)
         .env_clear()
@@ -22,10 +24,13 @@ async fn opsrelay(args: &[&str], dir: &Path) -> Output {
         )
         .env("AWS_REGION", "us-east-1")
         .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .output()
-        .await
-        .expect("run opsrelay")
+        .env("AWS_SECRET_ACCESS_KEY", "test");
+    command
+}
+
+/// Runs the `opsrelay` binary with the SDK pointed at moto.
+async fn opsrelay(args: &[&str], dir: &Path) -> Output {
+    command(args, dir).output().await.expect("run opsrelay")
 }
 
 fn stdout(output: &Output) -> String {
@@ -38,29 +43,40 @@ fn stderr(output: &Output) -> String {
 
 /// Dead-letters `count` messages as opsrelay does: type `order.created`, a permanent Slack failure.
 async fn dead_letter(queues: &Queues, count: usize) {
-    for i in 0..count {
-        let failure = json!({
-            "class": "permanent", "code": "slack_rejected",
-            "reason": "posting to destination `OPSRELAY_SLACK_WEBHOOK_URL` failed: Slack answered 404 `no_service`",
-            "event_type": "order.created", "source_message_id": format!("source-{i}"),
-            "receive_count": 1, "first_failed_at": "2026-11-30T08:00:00Z",
-            "failed_at": "2026-11-30T08:00:00Z"
-        });
-        let attribute = MessageAttributeValue::builder()
-            .data_type("String")
-            .string_value(failure.to_string())
-            .build()
-            .unwrap();
-        queues
+    for first in (0..count).step_by(10) {
+        let entries = (first..count.min(first + 10)).map(dead_letter_entry);
+        let sent = queues
             .client
-            .send_message()
+            .send_message_batch()
             .queue_url(&queues.dlq)
-            .message_body(json!({"type": "order.created", "id": i.to_string()}).to_string())
-            .message_attributes("opsrelay-failure", attribute)
+            .set_entries(Some(entries.collect()))
             .send()
             .await
             .unwrap();
+        assert!(sent.failed().is_empty(), "{:?}", sent.failed());
     }
+}
+
+/// The `i`th dead letter of [`dead_letter`].
+fn dead_letter_entry(i: usize) -> SendMessageBatchRequestEntry {
+    let failure = json!({
+        "class": "permanent", "code": "slack_rejected",
+        "reason": "posting to destination `OPSRELAY_SLACK_WEBHOOK_URL` failed: Slack answered 404 `no_service`",
+        "event_type": "order.created", "source_message_id": format!("source-{i}"),
+        "receive_count": 1, "first_failed_at": "2026-11-30T08:00:00Z",
+        "failed_at": "2026-11-30T08:00:00Z"
+    });
+    let attribute = MessageAttributeValue::builder()
+        .data_type("String")
+        .string_value(failure.to_string())
+        .build()
+        .unwrap();
+    SendMessageBatchRequestEntry::builder()
+        .id(i.to_string())
+        .message_body(json!({"type": "order.created", "id": i.to_string()}).to_string())
+        .message_attributes("opsrelay-failure", attribute)
+        .build()
+        .unwrap()
 }
 
 /// Has SQS itself move `count` messages of type `user.signup` to the DLQ, after their one allowed
@@ -108,6 +124,34 @@ async fn peek_lists_messages_without_consuming_them() {
         drain(&queues.client, &queues.dlq).await.len(),
         15,
         "every message is visible again at once, none deleted"
+    );
+}
+
+#[tokio::test]
+async fn ctrl_c_stops_a_peek_which_gives_back_every_message_it_read() {
+    let queues = queues(1, 30).await;
+    dead_letter(&queues, 2_000).await;
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["dlq", "peek", "--dlq", &queues.dlq, "--max", "2000"];
+    let child = command(&args, dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let pid = child.id().expect("peek still runs").to_string();
+    let interrupted = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
+    assert!(interrupted.success());
+    let out = child.wait_with_output().await.unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    assert!(stderr(&out).contains("partial"), "{}", stderr(&out));
+    assert_eq!(
+        drain(&queues.client, &queues.dlq).await.len(),
+        2_000,
+        "every message is visible again at once"
     );
 }
 

@@ -176,7 +176,7 @@ pub async fn run(args: DlqArgs) -> Result<ExitCode, Error> {
                 Output::Table => print!("{}", stats.table()),
                 Output::Json => println!("{}", json(&stats)),
             }
-            Ok(ExitCode::SUCCESS)
+            Ok(listed_exit(&report))
         }
         DlqCommand::Peek {
             origin,
@@ -191,7 +191,7 @@ pub async fn run(args: DlqArgs) -> Result<ExitCode, Error> {
             };
             let report = list(&source, &plan).await?;
             print_messages(&report, output);
-            Ok(ExitCode::SUCCESS)
+            Ok(listed_exit(&report))
         }
         DlqCommand::Export {
             dlq,
@@ -324,7 +324,7 @@ impl MoveArgs {
                 "Would move {} of {} messages read to {}; nothing was changed.",
                 report.counts.moved, report.counts.read, destination.url
             );
-            return Ok(ExitCode::SUCCESS);
+            return Ok(listed_exit(&report));
         }
         let to = destination.url.clone();
         let destination = Destination::Queue(destination);
@@ -349,20 +349,32 @@ fn look(filter: Filter, max: u64) -> Plan {
     }
 }
 
-/// Lists what `plan` selects, changing nothing; every message read is given back at the end.
+/// Lists what `plan` selects, changing nothing; every message read is given back at the end, also
+/// when Ctrl-C stops the reading early (the messages read so far are listed).
 async fn list(source: &Source, plan: &Plan) -> Result<Report, Error> {
-    let mut report = mover::run(
-        source,
-        &Destination::List,
-        plan,
-        &CancellationToken::new(),
-        &NoProgress,
-    )
-    .await;
+    let (stop, watcher) = stop_on_ctrl_c(
+        "Stopping: giving back the messages read (Ctrl-C again to stop at once)…",
+        "Stopped at once: the messages read stay hidden until their visibility ends.",
+    );
+    let mut report = mover::run(source, &Destination::List, plan, &stop, &NoProgress).await;
+    watcher.abort();
     match report.error.take() {
         Some(error) => Err(error),
         None => Ok(report),
     }
+}
+
+/// The exit code of a listing: [`INTERRUPTED`], saying that what it printed is partial, when Ctrl-C
+/// stopped it.
+fn listed_exit(report: &Report) -> ExitCode {
+    if !report.stopped {
+        return ExitCode::SUCCESS;
+    }
+    eprintln!(
+        "Stopped by Ctrl-C after reading {} messages: what is above is partial. Every message read was given back.",
+        report.counts.read
+    );
+    ExitCode::from(INTERRUPTED)
 }
 
 struct NoProgress;
@@ -378,25 +390,36 @@ async fn transfer(
     plan: &Plan,
     total: Option<u64>,
 ) -> Report {
-    let stop = CancellationToken::new();
-    let on_ctrl_c = stop.clone();
-    let watcher = tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("Stopping after the batch in flight (Ctrl-C again to stop at once)…");
-            on_ctrl_c.cancel();
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!(
-                    "Stopped at once: messages sent but not yet deleted are sent again by the next run."
-                );
-                std::process::exit(INTERRUPTED.into());
-            }
-        }
-    });
+    let (stop, watcher) = stop_on_ctrl_c(
+        "Stopping after the batch in flight (Ctrl-C again to stop at once)…",
+        "Stopped at once: messages sent but not yet deleted are sent again by the next run.",
+    );
     let progress = progress::on_stderr(total);
     let report = mover::run(source, destination, plan, &stop, progress.as_ref()).await;
     drop(progress);
     watcher.abort();
     report
+}
+
+/// A stop that the first Ctrl-C cancels (saying `stopping`), while a second exits at once (saying
+/// `stopped`); abort the watcher when the run ends.
+fn stop_on_ctrl_c(
+    stopping: &'static str,
+    stopped: &'static str,
+) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+    let stop = CancellationToken::new();
+    let on_ctrl_c = stop.clone();
+    let watcher = tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("{stopping}");
+            on_ctrl_c.cancel();
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("{stopped}");
+                std::process::exit(INTERRUPTED.into());
+            }
+        }
+    });
+    (stop, watcher)
 }
 
 /// Prints what a moving run did; its exit code.
