@@ -18,7 +18,7 @@ use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
 use aws_sdk_sns::types::PublishBatchRequestEntry;
-use aws_sdk_sqs::types::{ChangeMessageVisibilityBatchRequestEntry, Message, QueueAttributeName};
+use aws_sdk_sqs::types::QueueAttributeName;
 use common::dns::{DnsMode, DnsServer};
 use common::esm::{EventSourceMapping, Invocation};
 use common::flaky_aws::FlakyAws;
@@ -27,6 +27,7 @@ use common::runtime::RuntimeApi;
 use common::slack::{Reply, SlackStandIn};
 use common::{Engine, Queues, drain, fresh_database, queues, service};
 use futures::future::join_all;
+use opsrelay::redrive::queue::Queue;
 use tokio::time::Instant;
 
 const LOCALHOST: std::net::Ipv4Addr = std::net::Ipv4Addr::LOCALHOST;
@@ -64,19 +65,20 @@ fn event_number(body: &str) -> Option<u64> {
 async fn tally(slack: &SlackStandIn, client: &aws_sdk_sqs::Client, dlq: &str) -> Tally {
     let mut tally = Tally::default();
     for message in slack.delivered() {
-        let text = message["text"].as_str().unwrap_or_default();
-        let id: u64 = text
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .expect("Order {id} for …");
+        let id = posted_event(&message).expect("Order {id} for …");
         tally.posts += 1;
         if !tally.delivered.insert(id) {
             tally.duplicates.push(id);
         }
     }
     let dead = drain(client, dlq).await;
-    give_back(client, dlq, &dead).await;
+    // Visible again at once, for the redrive.
+    let handles: Vec<String> = dead
+        .iter()
+        .filter_map(|m| m.receipt_handle.clone())
+        .collect();
+    let queue = Queue::open(client, dlq).await.expect("open the DLQ");
+    queue.release(&handles).await;
     for message in dead {
         let number = event_number(message.body().unwrap_or_default()).expect("a published event");
         match message
@@ -98,28 +100,6 @@ async fn tally(slack: &SlackStandIn, client: &aws_sdk_sqs::Client, dlq: &str) ->
         }
     }
     tally
-}
-
-/// Makes received messages visible again at once.
-async fn give_back(client: &aws_sdk_sqs::Client, url: &str, messages: &[Message]) {
-    for chunk in messages.chunks(10) {
-        let entries = chunk.iter().enumerate().map(|(i, m)| {
-            ChangeMessageVisibilityBatchRequestEntry::builder()
-                .id(i.to_string())
-                .receipt_handle(m.receipt_handle().unwrap())
-                .visibility_timeout(0)
-                .build()
-                .unwrap()
-        });
-        let out = client
-            .change_message_visibility_batch()
-            .queue_url(url)
-            .set_entries(Some(entries.collect()))
-            .send()
-            .await
-            .unwrap();
-        assert!(out.failed().is_empty(), "{:?}", out.failed());
-    }
 }
 
 async fn queue_is_drained(client: &aws_sdk_sqs::Client, url: &str) -> bool {
@@ -438,9 +418,15 @@ async fn worker(
 }
 
 fn tally_delivered(slack: &SlackStandIn) -> BTreeSet<u64> {
-    slack
-        .delivered()
-        .iter()
-        .filter_map(|m| m["text"].as_str()?.split_whitespace().nth(1)?.parse().ok())
-        .collect()
+    slack.delivered().iter().filter_map(posted_event).collect()
+}
+
+/// The event of a post the rule rendered ("Order {id} for …").
+fn posted_event(message: &serde_json::Value) -> Option<u64> {
+    message["text"]
+        .as_str()?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
