@@ -3,11 +3,16 @@
 //! run, on the same number of messages. Then both again with a network round trip added to every
 //! call, as a client in the queue's region sees SQS (moto on loopback answers without one).
 //!
+//! When it starts moto itself, it also reads moto's CPU time around each row (`/proc/PID/stat`):
+//! moto is one Python process, so the CPU it spends per message bounds what any client can get from
+//! it, and the benchmark prints that bound next to what the mover reached.
+//!
 //! `cargo run --release --example redrive_bench [-- MESSAGES]` (default 10,000). It starts moto
 //! (`tests/fixtures/dlq_moto_server.py`, as the tests do) on a free loopback port, or uses the one at
 //! `OPSRELAY_TEST_AWS_ENDPOINT` when set, and prints a table.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::Client;
@@ -24,12 +29,72 @@ use opsrelay::redrive::queue::Queue;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-/// Batches in flight for the rows of the mover; the first, one, also gives the per-call costs.
+/// Batches in flight for the rows of the mover.
 const CONCURRENCY: [usize; 3] = [1, 4, 8];
 /// The round trip added to every call in the second part.
 const ROUND_TRIP: Duration = Duration::from_millis(5);
 /// Messages of the one-at-a-time loop with the round trip (it is slow).
 const LOOP_WITH_ROUND_TRIP: usize = 2_000;
+
+/// One line of a table: a path, how many messages it moved, in how long, and the CPU time moto
+/// spent meanwhile (when the benchmark started moto and can read it).
+struct Row {
+    name: String,
+    messages: usize,
+    seconds: f64,
+    moto_cpu_seconds: Option<f64>,
+}
+
+impl Row {
+    fn rate(&self) -> f64 {
+        self.messages as f64 / self.seconds
+    }
+
+    /// moto's CPU milliseconds per message moved.
+    fn moto_cpu_ms(&self) -> Option<f64> {
+        self.moto_cpu_seconds
+            .map(|cpu| cpu * 1000.0 / self.messages as f64)
+    }
+}
+
+/// moto's process, when the benchmark started it: its CPU time, read from `/proc`.
+struct Moto {
+    _child: tokio::process::Child,
+    pid: u32,
+    ticks_per_second: f64,
+}
+
+impl Moto {
+    /// User and system CPU seconds of the whole process (every thread, live or ended) so far.
+    fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid))
+            .expect("read moto's /proc/PID/stat");
+        // Fields after the command name's closing parenthesis start at the state (field 3); utime
+        // and stime are fields 14 and 15.
+        let fields: Vec<&str> = stat[stat.rfind(')').expect("a stat line") + 1..]
+            .split_whitespace()
+            .collect();
+        let ticks = |i: usize| fields[i].parse::<f64>().expect("a tick count");
+        (ticks(11) + ticks(12)) / self.ticks_per_second
+    }
+}
+
+/// Runs `work` (which returns how many messages it moved) and times it, with moto's CPU time.
+async fn row(name: String, moto: Option<&Moto>, work: impl Future<Output = usize>) -> Row {
+    let cpu_before = moto.map(Moto::cpu_seconds);
+    let started = Instant::now();
+    let messages = work.await;
+    let seconds = started.elapsed().as_secs_f64();
+    let moto_cpu_seconds = moto
+        .zip(cpu_before)
+        .map(|(m, before)| m.cpu_seconds() - before);
+    Row {
+        name,
+        messages,
+        seconds,
+        moto_cpu_seconds,
+    }
+}
 
 #[tokio::main]
 async fn main() {
@@ -37,42 +102,38 @@ async fn main() {
         .nth(1)
         .map(|n| n.parse().expect("MESSAGES is a number"))
         .unwrap_or(10_000);
-    let (endpoint, _moto) = match std::env::var("OPSRELAY_TEST_AWS_ENDPOINT") {
+    let (endpoint, moto) = match std::env::var("OPSRELAY_TEST_AWS_ENDPOINT") {
         Ok(endpoint) => (endpoint, None),
         Err(_) => {
-            let (endpoint, child) = start_moto().await;
-            (endpoint, Some(child))
+            let (endpoint, moto) = start_moto().await;
+            (endpoint, Some(moto))
         }
     };
+    let moto = moto.as_ref();
     let direct = sdk(&endpoint).await;
+    let mover_name =
+        |concurrency| format!("opsrelay dlq redrive (10 a call, {concurrency} in flight)");
+    let loop_name = || "one at a time (receive, send, delete)".to_string();
     let mut rows = Vec::new();
     for concurrency in CONCURRENCY {
         let (dlq, source) = seeded(&direct, messages).await;
-        let seconds = mover_run(&direct, &dlq, &source, concurrency, messages).await;
-        let name = format!("opsrelay dlq redrive (10 a call, {concurrency} in flight)");
-        rows.push((name, messages, seconds));
+        let work = mover_run(&direct, &dlq, &source, concurrency, messages);
+        rows.push(row(mover_name(concurrency), moto, work).await);
     }
     let (dlq, source) = seeded(&direct, messages).await;
-    let seconds = one_at_a_time(&direct, &dlq, &source, messages).await;
-    rows.push((
-        "one at a time (receive, send, delete)".into(),
-        messages,
-        seconds,
-    ));
+    let work = one_at_a_time(&direct, &dlq, &source, messages);
+    rows.push(row(loop_name(), moto, work).await);
     print_table("moto on loopback", &rows);
-    print_call_costs(&rows[0], &rows[rows.len() - 1]);
+    print_ceiling(&rows);
 
     let distant = sdk(&delayed_proxy(&endpoint, ROUND_TRIP).await).await;
-    let mut rows = Vec::new();
     let concurrency = CONCURRENCY[CONCURRENCY.len() - 1];
     let (dlq, source) = seeded(&direct, messages).await;
-    let seconds = mover_run(&distant, &dlq, &source, concurrency, messages).await;
-    let name = format!("opsrelay dlq redrive (10 a call, {concurrency} in flight)");
-    rows.push((name, messages, seconds));
+    let work = mover_run(&distant, &dlq, &source, concurrency, messages);
+    let mut rows = vec![row(mover_name(concurrency), moto, work).await];
     let (dlq, source) = seeded(&direct, LOOP_WITH_ROUND_TRIP).await;
-    let seconds = one_at_a_time(&distant, &dlq, &source, LOOP_WITH_ROUND_TRIP).await;
-    let name = "one at a time (receive, send, delete)".into();
-    rows.push((name, LOOP_WITH_ROUND_TRIP, seconds));
+    let work = one_at_a_time(&distant, &dlq, &source, LOOP_WITH_ROUND_TRIP);
+    rows.push(row(loop_name(), moto, work).await);
     let title = format!(
         "moto with {} ms added to every call",
         ROUND_TRIP.as_millis()
@@ -80,46 +141,66 @@ async fn main() {
     print_table(&title, &rows);
 }
 
-/// Prints the rows (name, messages, seconds) and how many times the last one (the loop) each of
-/// the others is.
-fn print_table(title: &str, rows: &[(String, usize, f64)]) {
+/// Prints the rows, with moto's CPU per message and how busy it was when known, and how many times
+/// the last row (the loop) each of the others is.
+fn print_table(title: &str, rows: &[Row]) {
     println!("\n{title}\n");
     println!(
-        "| {:<46} | {:>8} | {:>9} | {:>8} |",
-        "path", "messages", "seconds", "msgs/s"
+        "| {:<46} | {:>8} | {:>7} | {:>6} | {:>15} | {:>9} |",
+        "path", "messages", "seconds", "msgs/s", "moto CPU ms/msg", "moto busy"
     );
-    println!("|{:-<48}|{:->10}|{:->11}|{:->10}|", "", "", "", "");
-    let rate = |&(_, messages, seconds): &(String, usize, f64)| messages as f64 / seconds;
+    println!(
+        "|{:-<48}|{:->10}|{:->9}|{:->8}|{:->17}|{:->11}|",
+        "", "", "", "", "", ""
+    );
     for row in rows {
-        let (name, messages, seconds) = row;
+        let (cpu, busy) = match (row.moto_cpu_ms(), row.moto_cpu_seconds) {
+            (Some(ms), Some(cpu)) => (
+                format!("{ms:.2}"),
+                format!("{:.0} %", 100.0 * cpu / row.seconds),
+            ),
+            _ => ("-".into(), "-".into()),
+        };
         println!(
-            "| {name:<46} | {messages:>8} | {seconds:>9.1} | {:>8.0} |",
-            rate(row)
+            "| {:<46} | {:>8} | {:>7.1} | {:>6.0} | {cpu:>15} | {busy:>9} |",
+            row.name,
+            row.messages,
+            row.seconds,
+            row.rate()
         );
     }
-    let slowest = rate(rows.last().expect("the loop ran"));
+    let slowest = rows.last().expect("the loop ran").rate();
     for row in &rows[..rows.len() - 1] {
         println!(
             "{}: {:.1}x the one-at-a-time loop",
-            row.0,
-            rate(row) / slowest
+            row.name,
+            row.rate() / slowest
         );
     }
 }
 
-/// What one call costs in each path, from the mover with one batch in flight (three calls per ten
-/// messages) and the loop (three calls per message): the ratio batching alone can reach on this
-/// server is ten times the cost of a one-message call over that of a ten-message call.
-fn print_call_costs(mover: &(String, usize, f64), one_at_a_time: &(String, usize, f64)) {
-    let per_call = |&(_, messages, seconds): &(String, usize, f64), per_message: f64| {
-        seconds * 1000.0 / (messages as f64 * per_message)
+/// moto is one Python process: it cannot serve more messages a second than one over the CPU it
+/// spends on each. Prints that bound, from the mover row that cost moto least per message, as a
+/// multiple of the loop, next to what the fastest mover row reached.
+fn print_ceiling(rows: &[Row]) {
+    let (one_at_a_time, movers) = rows.split_last().expect("the loop ran");
+    let cheapest = movers
+        .iter()
+        .filter_map(Row::moto_cpu_ms)
+        .min_by(f64::total_cmp);
+    let fastest = movers.iter().map(Row::rate).max_by(f64::total_cmp);
+    let (Some(mover_ms), Some(fastest), Some(loop_ms)) =
+        (cheapest, fastest, one_at_a_time.moto_cpu_ms())
+    else {
+        return;
     };
-    let batch_call = per_call(mover, 0.3);
-    let single_call = per_call(one_at_a_time, 3.0);
+    let ceiling = 1000.0 / mover_ms;
     println!(
-        "one call: {batch_call:.2} ms with ten messages, {single_call:.2} ms with one; \
-         batching alone can reach {:.1}x here, overlapping calls must give the rest",
-        10.0 * single_call / batch_call
+        "moto spent {loop_ms:.2} ms of CPU per message on the loop and {mover_ms:.2} ms at least on \
+         the mover's batches: with its core full, the mover could reach at most {ceiling:.0} msgs/s, \
+         {:.1}x the loop; its fastest row reached {fastest:.0} msgs/s, {:.0} % of that",
+        ceiling / one_at_a_time.rate(),
+        100.0 * fastest / ceiling
     );
 }
 
@@ -247,8 +328,14 @@ impl Progress for Quiet {
     fn update(&self, _: &Counts) {}
 }
 
-/// Seconds the mover takes to redrive the DLQ.
-async fn mover_run(client: &Client, dlq: &str, to: &str, concurrency: usize, count: usize) -> f64 {
+/// Redrives the DLQ with the mover; returns how many messages it moved (all of them).
+async fn mover_run(
+    client: &Client,
+    dlq: &str,
+    to: &str,
+    concurrency: usize,
+    count: usize,
+) -> usize {
     let source = Source::Queue {
         queue: Queue::open(client, dlq).await.expect("open the DLQ"),
         visibility: Duration::from_secs(120),
@@ -263,7 +350,6 @@ async fn mover_run(client: &Client, dlq: &str, to: &str, concurrency: usize, cou
         concurrency,
         remove: true,
     };
-    let started = Instant::now();
     let report = mover::run(
         &source,
         &destination,
@@ -272,14 +358,13 @@ async fn mover_run(client: &Client, dlq: &str, to: &str, concurrency: usize, cou
         &Quiet,
     )
     .await;
-    let seconds = started.elapsed().as_secs_f64();
     assert_eq!(report.counts.moved, count as u64, "{report:?}");
-    seconds
+    count
 }
 
-/// Seconds a loop of one receive, one send and one delete per message takes for the same work.
-async fn one_at_a_time(client: &Client, dlq: &str, to: &str, count: usize) -> f64 {
-    let started = Instant::now();
+/// The same work as a loop of one receive, one send and one delete per message; returns how many
+/// messages it moved (all of them).
+async fn one_at_a_time(client: &Client, dlq: &str, to: &str, count: usize) -> usize {
     let mut moved = 0;
     loop {
         let received = client
@@ -314,11 +399,11 @@ async fn one_at_a_time(client: &Client, dlq: &str, to: &str, count: usize) -> f6
         moved += 1;
     }
     assert_eq!(moved, count);
-    started.elapsed().as_secs_f64()
+    moved
 }
 
-/// moto on a free loopback port, stopped when the returned child is dropped.
-async fn start_moto() -> (String, tokio::process::Child) {
+/// moto on a free loopback port, stopped when the returned `Moto` is dropped.
+async fn start_moto() -> (String, Moto) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
@@ -339,9 +424,27 @@ async fn start_moto() -> (String, tokio::process::Child) {
             .await
             .is_ok()
         {
-            return (endpoint, child);
+            let pid = child.id().expect("moto is running");
+            let moto = Moto {
+                _child: child,
+                pid,
+                ticks_per_second: ticks_per_second(),
+            };
+            return (endpoint, moto);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("moto did not start on {endpoint}");
+}
+
+/// The kernel's clock ticks a second, the unit of `/proc/PID/stat`'s CPU times.
+fn ticks_per_second() -> f64 {
+    let output = std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .expect("run getconf CLK_TCK");
+    String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .expect("getconf CLK_TCK prints a number")
 }
