@@ -10,9 +10,9 @@ use aws_lambda_events::sqs::{SqsMessage, SqsMessageAttribute};
 use aws_sdk_sqs::primitives::Blob;
 use aws_sdk_sqs::types::MessageAttributeValue;
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncWriteExt;
 
 use crate::failure::{FAILURE_ATTRIBUTE, FailureRecord};
+use crate::redrive::file::AppendFile;
 
 /// SQS allows this many message attributes: a dead letter needs one for `opsrelay-failure`, a redrive
 /// one for its counter.
@@ -30,10 +30,8 @@ pub enum DeadLetters {
         client: aws_sdk_sqs::Client,
         queue_url: String,
     },
-    File {
-        path: PathBuf,
-        lock: tokio::sync::Mutex<()>,
-    },
+    /// Each line appended whole or not at all ([`AppendFile`]).
+    File(AppendFile),
 }
 
 /// The DLQ could not take the message; it is then handed back to SQS (`batchItemFailures`).
@@ -43,8 +41,8 @@ pub enum DlqError {
     Send(String),
     #[error("sending to the DLQ took over {} ms", .0.as_millis())]
     Timeout(Duration),
-    #[error("writing the dead-letter file {path} failed: {error}")]
-    File { path: String, error: String },
+    #[error("the dead-letter file: {0}")]
+    File(#[from] crate::redrive::error::Error),
 }
 
 /// One dead-lettered message as a JSON line (the local dead-letter file).
@@ -59,10 +57,7 @@ pub struct DeadLetter {
 
 impl DeadLetters {
     pub fn file(path: PathBuf) -> Self {
-        DeadLetters::File {
-            path,
-            lock: tokio::sync::Mutex::new(()),
-        }
+        DeadLetters::File(AppendFile::new(&path))
     }
 
     /// Sends `record` with `failure` attached, within `timeout`.
@@ -127,7 +122,7 @@ impl DeadLetters {
                     Err(_) => Err(DlqError::Timeout(timeout)),
                 }
             }
-            DeadLetters::File { path, lock } => {
+            DeadLetters::File(file) => {
                 let letter = DeadLetter {
                     message_id: failure.source_message_id.clone(),
                     body: body.to_string(),
@@ -136,19 +131,7 @@ impl DeadLetters {
                 };
                 let mut line = serde_json::to_string(&letter).unwrap_or_default();
                 line.push('\n');
-                let _guard = lock.lock().await;
-                let fail = |e: std::io::Error| DlqError::File {
-                    path: path.display().to_string(),
-                    error: e.to_string(),
-                };
-                let mut file = tokio::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .await
-                    .map_err(fail)?;
-                file.write_all(line.as_bytes()).await.map_err(fail)?;
-                file.sync_data().await.map_err(fail)
+                Ok(file.append(&line).await?)
             }
         }
     }

@@ -208,8 +208,8 @@ pub async fn run(relay: &Relay) -> Report {
                 })
                 .await;
         }
-        DeadLetters::File { path, .. } => {
-            let path = path.clone();
+        DeadLetters::File(file) => {
+            let path = file.path().to_path_buf();
             report
                 .run("dead-letter file", async move {
                     let dir = path

@@ -56,6 +56,24 @@ fn the_local_run_delivers_the_samples_and_dead_letters_the_poison_ones_with_reas
     }
 }
 
+#[test]
+fn the_local_run_appends_no_dead_letter_after_an_unfinished_line_and_counts_them_undelivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let unfinished = "{\"message_id\":\"killed while writi";
+    let file = dir.path().join("opsrelay-dead-letters.jsonl");
+    std::fs::write(&file, unfinished).unwrap();
+    let out = opsrelay(&["local"], &[], dir.path());
+    assert!(!out.status.success());
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("0 dead-lettered, 3 undelivered"),
+        "{stdout}"
+    );
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("does not end with a newline"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), unfinished);
+}
+
 #[tokio::test]
 async fn the_local_run_posts_when_a_webhook_is_set_and_never_logs_it() {
     let slack = SlackStandIn::start(vec![Reply::Status(503, "service_unavailable")]).await;

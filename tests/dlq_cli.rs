@@ -263,6 +263,50 @@ async fn export_with_delete_writes_one_line_a_message_and_empties_the_dlq() {
 }
 
 #[tokio::test]
+async fn an_export_that_fills_the_disk_cuts_its_half_line_off_and_deletes_nothing() {
+    let queues = queues(5, 30).await;
+    dead_letter(&queues, 12).await;
+    let dir = tempfile::tempdir().unwrap();
+    let earlier = "{\"body\":\"an earlier export's line\"}\n";
+    std::fs::write(dir.path().join("dlq_export.jsonl"), earlier).unwrap();
+    let args = [
+        "dlq",
+        "export",
+        "--dlq",
+        &queues.dlq,
+        "--to",
+        "dlq_export.jsonl",
+        "--delete",
+    ];
+    // A full disk, as RLIMIT_FSIZE makes one: writes past 1 KiB (bash's unit) fail with EFBIG, part
+    // way through the first batch's lines. SIGXFSZ is ignored so that the write fails instead of the
+    // signal killing the process; an ignored signal stays ignored across exec.
+    let full = command(&args, dir.path());
+    let binary = full.as_std().get_program().to_owned();
+    let mut full = tokio::process::Command::from({
+        let mut wrapped = std::process::Command::new("/bin/bash");
+        wrapped
+            .arg("-c")
+            .arg("trap '' XFSZ; ulimit -f 1; exec \"$0\" \"$@\"")
+            .arg(binary)
+            .args(full.as_std().get_args())
+            .current_dir(dir.path())
+            .env_clear()
+            .envs(full.as_std().get_envs().filter_map(|(k, v)| Some((k, v?))));
+        wrapped
+    });
+    let out = full.output().await.unwrap();
+
+    assert!(!out.status.success(), "{}", stdout(&out));
+    let said = stderr(&out);
+    assert!(said.contains("writing dlq_export.jsonl failed"), "{said}");
+    assert!(said.contains("free disk space"), "{said}");
+    let file = std::fs::read_to_string(dir.path().join("dlq_export.jsonl")).unwrap();
+    assert_eq!(file, earlier, "the part of a line written was not cut off");
+    assert_eq!(drain(&queues.client, &queues.dlq).await.len(), 12);
+}
+
+#[tokio::test]
 async fn the_local_dead_letter_file_imports_into_a_queue_once() {
     let queues = queues(5, 30).await;
     let dir = tempfile::tempdir().unwrap();

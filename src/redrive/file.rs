@@ -30,8 +30,12 @@ impl AppendFile {
         }
     }
 
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     pub async fn append(&self, text: &str) -> Result<(), Error> {
-        let fail = |e| Error::file(&self.path, e);
+        let fail = |e| Error::write(&self.path, e);
         let mut file = self.file.lock().await;
         let file = match &mut *file {
             Some(file) => file,
@@ -56,7 +60,7 @@ impl AppendFile {
     /// Opens the file to append to; a new one is created and its directory synced, so that its name
     /// is on disk with its first lines.
     async fn open(&self) -> Result<tokio::fs::File, Error> {
-        let fail = |e| Error::file(&self.path, e);
+        let fail = |e| Error::write(&self.path, e);
         let mut options = tokio::fs::OpenOptions::new();
         options.read(true).append(true);
         match options.clone().create_new(true).open(&self.path).await {
@@ -66,7 +70,7 @@ impl AppendFile {
                     _ => Path::new("."),
                 };
                 let synced = async { tokio::fs::File::open(directory).await?.sync_all().await };
-                synced.await.map_err(|e| Error::file(directory, e))?;
+                synced.await.map_err(|e| Error::write(directory, e))?;
                 Ok(file)
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
