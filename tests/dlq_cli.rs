@@ -14,8 +14,26 @@ use serde_json::{Value, json};
 /// The `opsrelay` binary with the SDK pointed at moto.
 fn command(args: &[&str], dir: &Path) -> tokio::process::Command {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_opsrelay"));
+    command.args(args);
+    pointed_at_moto(command, dir)
+}
+
+/// [`command`] on a full disk, as RLIMIT_FSIZE makes one: a write past `kib` KiB (bash's unit)
+/// fails with EFBIG. SIGXFSZ is ignored so that the write fails instead of the signal killing the
+/// process; an ignored signal stays ignored across exec.
+fn on_a_full_disk(args: &[&str], dir: &Path, kib: u32) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new("/bin/bash");
     command
-        .args(args)
+        .arg("-c")
+        .arg(format!("trap '' XFSZ; ulimit -f {kib}; exec \"$0\" \"$@\""))
+        .arg(env!("CARGO_BIN_EXE_opsrelay"))
+        .args(args);
+    pointed_at_moto(command, dir)
+}
+
+/// `command` run in `dir` with no environment but the SDK's settings for moto.
+fn pointed_at_moto(mut command: tokio::process::Command, dir: &Path) -> tokio::process::Command {
+    command
         .current_dir(dir)
         .env_clear()
         .env(
@@ -26,6 +44,19 @@ fn command(args: &[&str], dir: &Path) -> tokio::process::Command {
         .env("AWS_ACCESS_KEY_ID", "test")
         .env("AWS_SECRET_ACCESS_KEY", "test");
     command
+}
+
+/// `dlq export --delete` of `dlq` to `dlq_export.jsonl`.
+fn export_and_delete(dlq: &str) -> [&str; 7] {
+    [
+        "dlq",
+        "export",
+        "--dlq",
+        dlq,
+        "--to",
+        "dlq_export.jsonl",
+        "--delete",
+    ]
 }
 
 /// Runs the `opsrelay` binary with the SDK pointed at moto.
@@ -237,16 +268,7 @@ async fn export_with_delete_writes_one_line_a_message_and_empties_the_dlq() {
     let queues = queues(5, 30).await;
     dead_letter(&queues, 12).await;
     let dir = tempfile::tempdir().unwrap();
-    let args = [
-        "dlq",
-        "export",
-        "--dlq",
-        &queues.dlq,
-        "--to",
-        "dlq_export.jsonl",
-        "--delete",
-    ];
-    let out = opsrelay(&args, dir.path()).await;
+    let out = opsrelay(&export_and_delete(&queues.dlq), dir.path()).await;
     assert!(out.status.success(), "{}", stderr(&out));
     let lines = std::fs::read_to_string(dir.path().join("dlq_export.jsonl")).unwrap();
     let lines: Vec<Value> = lines
@@ -269,33 +291,9 @@ async fn an_export_that_fills_the_disk_cuts_its_half_line_off_and_deletes_nothin
     let dir = tempfile::tempdir().unwrap();
     let earlier = "{\"body\":\"an earlier export's line\"}\n";
     std::fs::write(dir.path().join("dlq_export.jsonl"), earlier).unwrap();
-    let args = [
-        "dlq",
-        "export",
-        "--dlq",
-        &queues.dlq,
-        "--to",
-        "dlq_export.jsonl",
-        "--delete",
-    ];
-    // A full disk, as RLIMIT_FSIZE makes one: writes past 1 KiB (bash's unit) fail with EFBIG, part
-    // way through the first batch's lines. SIGXFSZ is ignored so that the write fails instead of the
-    // signal killing the process; an ignored signal stays ignored across exec.
-    let full = command(&args, dir.path());
-    let binary = full.as_std().get_program().to_owned();
-    let mut full = tokio::process::Command::from({
-        let mut wrapped = std::process::Command::new("/bin/bash");
-        wrapped
-            .arg("-c")
-            .arg("trap '' XFSZ; ulimit -f 1; exec \"$0\" \"$@\"")
-            .arg(binary)
-            .args(full.as_std().get_args())
-            .current_dir(dir.path())
-            .env_clear()
-            .envs(full.as_std().get_envs().filter_map(|(k, v)| Some((k, v?))));
-        wrapped
-    });
-    let out = full.output().await.unwrap();
+    let args = export_and_delete(&queues.dlq);
+    // Past 1 KiB: part way through the first batch's lines.
+    let out = on_a_full_disk(&args, dir.path(), 1).output().await.unwrap();
 
     assert!(!out.status.success(), "{}", stdout(&out));
     let said = stderr(&out);
