@@ -68,6 +68,16 @@ async fn fetch(
         .await
 }
 
+/// The engine's database by its TLS name, which a DNS stand-in answering `localhost`'s address
+/// resolves, trusting the CA file named by the environment variable `ca_variable`.
+async fn named_database(engine: Engine, ca_variable: &str) -> (DnsServer, Database) {
+    let dns = DnsServer::start(DnsMode::Answer(vec![LOCALHOST])).await;
+    let url = named_url(engine).await;
+    let settings = db_settings(&dns, &[], ca_variable);
+    let database = Database::connect_lazy(&Secret::new(url), &settings).unwrap();
+    (dns, database)
+}
+
 async fn source_now(database: &Database) -> AddressSource {
     database
         .address_chain()
@@ -79,13 +89,7 @@ async fn source_now(database: &Database) -> AddressSource {
 }
 
 async fn healthy_dns_gives_the_address_and_tls_verifies_the_chain(engine: Engine) {
-    let dns = DnsServer::start(DnsMode::Answer(vec![LOCALHOST])).await;
-    let url = named_url(engine).await;
-    let database = Database::connect_lazy(
-        &Secret::new(url),
-        &db_settings(&dns, &[], "OPSRELAY_TEST_CA_FILE"),
-    )
-    .unwrap();
+    let (dns, database) = named_database(engine, "OPSRELAY_TEST_CA_FILE").await;
     let row = fetch(&database, engine).await.unwrap().unwrap();
     assert_eq!(row["customer"], "Ada & Co <!channel>");
     assert!(
@@ -106,13 +110,7 @@ async fn mariadb_healthy_dns_gives_the_address_and_tls_verifies_the_chain() {
 }
 
 async fn a_certificate_from_another_ca_is_refused(engine: Engine) {
-    let dns = DnsServer::start(DnsMode::Answer(vec![LOCALHOST])).await;
-    let url = named_url(engine).await;
-    let database = Database::connect_lazy(
-        &Secret::new(url),
-        &db_settings(&dns, &[], "OPSRELAY_TEST_OTHER_CA_FILE"),
-    )
-    .unwrap();
+    let (_dns, database) = named_database(engine, "OPSRELAY_TEST_OTHER_CA_FILE").await;
     let error = fetch(&database, engine).await.unwrap_err().to_string();
     assert!(
         error.to_lowercase().contains("certificate") || error.contains("UnknownIssuer"),
@@ -146,13 +144,7 @@ async fn verify_full_by_address_is_refused_at_start_up_with_the_fix() {
 }
 
 async fn a_dns_failure_serves_the_last_known_good_address(failure: DnsMode) {
-    let dns = DnsServer::start(DnsMode::Answer(vec![LOCALHOST])).await;
-    let url = named_url(Engine::Postgres).await;
-    let database = Database::connect_lazy(
-        &Secret::new(url),
-        &db_settings(&dns, &[], "OPSRELAY_TEST_CA_FILE"),
-    )
-    .unwrap();
+    let (dns, database) = named_database(Engine::Postgres, "OPSRELAY_TEST_CA_FILE").await;
     fetch(&database, Engine::Postgres).await.unwrap().unwrap();
     dns.set(failure);
     let started = Instant::now();
@@ -199,13 +191,7 @@ async fn dns_down_on_a_cold_start_uses_the_fallback_addresses() {
     let row = fetch(&database, Engine::MariaDb).await.unwrap().unwrap();
     assert_eq!(row["customer"], "Ada & Co <!channel>");
     assert_eq!(
-        database
-            .address_chain()
-            .unwrap()
-            .choose()
-            .await
-            .unwrap()
-            .source,
+        source_now(&database).await,
         AddressSource::LastKnownGood,
         "the fallback that worked (127.0.0.9 refused) is now the last known good"
     );
