@@ -3,9 +3,9 @@
 //! run, on the same number of messages. Then both again with a network round trip added to every
 //! call, as a client in the queue's region sees SQS (moto on loopback answers without one).
 //!
-//! When it starts moto itself, it also reads moto's CPU time around each row (`/proc/PID/stat`):
-//! moto is one Python process, so the CPU it spends per message bounds what any client can get from
-//! it, and the benchmark prints that bound next to what the mover reached.
+//! It reads its own CPU time around each row and, when it starts moto itself, moto's
+//! (`/proc/PID/stat`): moto is one Python process, so the CPU it spends per message bounds what any
+//! client can get from it, and the benchmark prints that bound next to what the mover reached.
 //!
 //! `cargo run --release --example redrive_bench [-- MESSAGES]` (default 10,000). It starts moto
 //! (`tests/fixtures/dlq_moto_server.py`, as the tests do) on a free loopback port, or uses the one at
@@ -36,12 +36,13 @@ const ROUND_TRIP: Duration = Duration::from_millis(5);
 /// Messages of the one-at-a-time loop with the round trip (it is slow).
 const LOOP_WITH_ROUND_TRIP: usize = 2_000;
 
-/// One line of a table: a path, how many messages it moved, in how long, and the CPU time moto
-/// spent meanwhile (when the benchmark started moto and can read it).
+/// One line of a table: a path, how many messages it moved, in how long, and the CPU time the
+/// benchmark's own process (the client) and moto (when the benchmark started it) spent meanwhile.
 struct Row {
     name: String,
     messages: usize,
     seconds: f64,
+    client_cpu_seconds: f64,
     moto_cpu_seconds: Option<f64>,
 }
 
@@ -50,49 +51,77 @@ impl Row {
         self.messages as f64 / self.seconds
     }
 
-    /// moto's CPU milliseconds per message moved.
+    /// CPU milliseconds per message moved.
+    fn per_message_ms(&self, cpu_seconds: f64) -> f64 {
+        cpu_seconds * 1000.0 / self.messages as f64
+    }
+
     fn moto_cpu_ms(&self) -> Option<f64> {
-        self.moto_cpu_seconds
-            .map(|cpu| cpu * 1000.0 / self.messages as f64)
+        self.moto_cpu_seconds.map(|cpu| self.per_message_ms(cpu))
     }
 }
 
-/// moto's process, when the benchmark started it: its CPU time, read from `/proc`.
+/// moto's process, when the benchmark started it.
 struct Moto {
     _child: tokio::process::Child,
     pid: u32,
-    ticks_per_second: f64,
 }
 
-impl Moto {
-    /// User and system CPU seconds of the whole process (every thread, live or ended) so far.
-    fn cpu_seconds(&self) -> f64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid))
-            .expect("read moto's /proc/PID/stat");
+/// Reads the CPU time of the benchmark's process and of moto's, from `/proc/PID/stat`.
+struct Meter {
+    ticks_per_second: f64,
+    moto: Option<u32>,
+}
+
+impl Meter {
+    fn new(moto: Option<&Moto>) -> Self {
+        let output = std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .expect("run getconf CLK_TCK");
+        let ticks_per_second = String::from_utf8_lossy(&output.stdout)
+            .trim()
+            .parse()
+            .expect("getconf CLK_TCK prints a number");
+        Meter {
+            ticks_per_second,
+            moto: moto.map(|m| m.pid),
+        }
+    }
+
+    /// CPU seconds so far of this process and of moto's.
+    fn read(&self) -> (f64, Option<f64>) {
+        let client = self.cpu_seconds(std::process::id());
+        (client, self.moto.map(|pid| self.cpu_seconds(pid)))
+    }
+
+    /// User and system CPU seconds of the whole process `pid` (every thread, live or ended).
+    fn cpu_seconds(&self, pid: u32) -> f64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/PID/stat");
         // Fields after the command name's closing parenthesis start at the state (field 3); utime
-        // and stime are fields 14 and 15.
+        // and stime are fields 14 and 15, in clock ticks.
         let fields: Vec<&str> = stat[stat.rfind(')').expect("a stat line") + 1..]
             .split_whitespace()
             .collect();
         let ticks = |i: usize| fields[i].parse::<f64>().expect("a tick count");
         (ticks(11) + ticks(12)) / self.ticks_per_second
     }
-}
 
-/// Runs `work` (which returns how many messages it moved) and times it, with moto's CPU time.
-async fn row(name: String, moto: Option<&Moto>, work: impl Future<Output = usize>) -> Row {
-    let cpu_before = moto.map(Moto::cpu_seconds);
-    let started = Instant::now();
-    let messages = work.await;
-    let seconds = started.elapsed().as_secs_f64();
-    let moto_cpu_seconds = moto
-        .zip(cpu_before)
-        .map(|(m, before)| m.cpu_seconds() - before);
-    Row {
-        name,
-        messages,
-        seconds,
-        moto_cpu_seconds,
+    /// Runs `work` (which returns how many messages it moved) and times it, with the CPU times.
+    async fn row(&self, name: String, work: impl Future<Output = usize>) -> Row {
+        let (client_before, moto_before) = self.read();
+        let started = Instant::now();
+        let messages = work.await;
+        let seconds = started.elapsed().as_secs_f64();
+        let (client_after, moto_after) = self.read();
+        Row {
+            name,
+            messages,
+            seconds,
+            client_cpu_seconds: client_after - client_before,
+            moto_cpu_seconds: moto_after.zip(moto_before).map(|(a, b)| a - b),
+        }
     }
 }
 
@@ -109,7 +138,7 @@ async fn main() {
             (endpoint, Some(moto))
         }
     };
-    let moto = moto.as_ref();
+    let meter = Meter::new(moto.as_ref());
     let direct = sdk(&endpoint).await;
     let mover_name =
         |concurrency| format!("opsrelay dlq redrive (10 a call, {concurrency} in flight)");
@@ -118,11 +147,11 @@ async fn main() {
     for concurrency in CONCURRENCY {
         let (dlq, source) = seeded(&direct, messages).await;
         let work = mover_run(&direct, &dlq, &source, concurrency, messages);
-        rows.push(row(mover_name(concurrency), moto, work).await);
+        rows.push(meter.row(mover_name(concurrency), work).await);
     }
     let (dlq, source) = seeded(&direct, messages).await;
     let work = one_at_a_time(&direct, &dlq, &source, messages);
-    rows.push(row(loop_name(), moto, work).await);
+    rows.push(meter.row(loop_name(), work).await);
     print_table("moto on loopback", &rows);
     print_ceiling(&rows);
 
@@ -130,10 +159,10 @@ async fn main() {
     let concurrency = CONCURRENCY[CONCURRENCY.len() - 1];
     let (dlq, source) = seeded(&direct, messages).await;
     let work = mover_run(&distant, &dlq, &source, concurrency, messages);
-    let mut rows = vec![row(mover_name(concurrency), moto, work).await];
+    let mut rows = vec![meter.row(mover_name(concurrency), work).await];
     let (dlq, source) = seeded(&direct, LOOP_WITH_ROUND_TRIP).await;
     let work = one_at_a_time(&distant, &dlq, &source, LOOP_WITH_ROUND_TRIP);
-    rows.push(row(loop_name(), moto, work).await);
+    rows.push(meter.row(loop_name(), work).await);
     let title = format!(
         "moto with {} ms added to every call",
         ROUND_TRIP.as_millis()
@@ -141,17 +170,23 @@ async fn main() {
     print_table(&title, &rows);
 }
 
-/// Prints the rows, with moto's CPU per message and how busy it was when known, and how many times
-/// the last row (the loop) each of the others is.
+/// Prints the rows, with the client's CPU per message, moto's and how busy it was when known, and
+/// how many times the last row (the loop) each of the others is.
 fn print_table(title: &str, rows: &[Row]) {
     println!("\n{title}\n");
     println!(
-        "| {:<46} | {:>8} | {:>7} | {:>6} | {:>15} | {:>9} |",
-        "path", "messages", "seconds", "msgs/s", "moto CPU ms/msg", "moto busy"
+        "| {:<46} | {:>8} | {:>7} | {:>6} | {:>17} | {:>15} | {:>9} |",
+        "path",
+        "messages",
+        "seconds",
+        "msgs/s",
+        "client CPU ms/msg",
+        "moto CPU ms/msg",
+        "moto busy"
     );
     println!(
-        "|{:-<48}|{:->10}|{:->9}|{:->8}|{:->17}|{:->11}|",
-        "", "", "", "", "", ""
+        "|{:-<48}|{:->10}|{:->9}|{:->8}|{:->19}|{:->17}|{:->11}|",
+        "", "", "", "", "", "", ""
     );
     for row in rows {
         let (cpu, busy) = match (row.moto_cpu_ms(), row.moto_cpu_seconds) {
@@ -162,11 +197,12 @@ fn print_table(title: &str, rows: &[Row]) {
             _ => ("-".into(), "-".into()),
         };
         println!(
-            "| {:<46} | {:>8} | {:>7.1} | {:>6.0} | {cpu:>15} | {busy:>9} |",
+            "| {:<46} | {:>8} | {:>7.1} | {:>6.0} | {:>17.2} | {cpu:>15} | {busy:>9} |",
             row.name,
             row.messages,
             row.seconds,
-            row.rate()
+            row.rate(),
+            row.per_message_ms(row.client_cpu_seconds)
         );
     }
     let slowest = rows.last().expect("the loop ran").rate();
@@ -425,26 +461,9 @@ async fn start_moto() -> (String, Moto) {
             .is_ok()
         {
             let pid = child.id().expect("moto is running");
-            let moto = Moto {
-                _child: child,
-                pid,
-                ticks_per_second: ticks_per_second(),
-            };
-            return (endpoint, moto);
+            return (endpoint, Moto { _child: child, pid });
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("moto did not start on {endpoint}");
-}
-
-/// The kernel's clock ticks a second, the unit of `/proc/PID/stat`'s CPU times.
-fn ticks_per_second() -> f64 {
-    let output = std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .expect("run getconf CLK_TCK");
-    String::from_utf8_lossy(&output.stdout)
-        .trim()
-        .parse()
-        .expect("getconf CLK_TCK prints a number")
 }
