@@ -370,6 +370,27 @@ async fn a_queue_that_does_not_exist_is_reported_as_not_found() {
 }
 
 #[tokio::test]
+async fn an_import_from_a_missing_file_names_it_and_says_what_to_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "dlq",
+        "import",
+        "--from",
+        "dlq_export.jsonl",
+        "--to",
+        "https://sqs.example/1/q",
+    ];
+    let out = opsrelay(&args, dir.path()).await;
+    assert_eq!(out.status.code(), Some(1));
+    let printed = stderr(&out);
+    assert!(
+        printed.contains("reading dlq_export.jsonl failed"),
+        "{printed}"
+    );
+    assert!(printed.contains("Check the path"), "{printed}");
+}
+
+#[tokio::test]
 async fn native_redrive_refuses_the_filters_it_cannot_apply() {
     let dir = tempfile::tempdir().unwrap();
     let args = [

@@ -35,8 +35,8 @@ pub enum Error {
         "no running message move task on {0}: `opsrelay dlq tasks` lists them; a finished task cannot be cancelled"
     )]
     NoRunningTask(String),
-    #[error("{path}: {error}")]
-    File { path: String, error: String },
+    #[error("reading {path} failed: {error}. Check the path and its permissions")]
+    Read { path: String, error: String },
     #[error(
         "writing {path} failed: {error}. The file is cut back to its last whole line, and nothing that waited on this write was done (no message deleted from a queue, no import line counted as sent): free disk space, fix the file's permissions or write to another file, then run again"
     )]
@@ -122,8 +122,9 @@ impl Error {
         }
     }
 
-    pub(crate) fn file(path: &std::path::Path, error: impl std::fmt::Display) -> Self {
-        Error::File {
+    /// Reading `path` failed.
+    pub(crate) fn read(path: &std::path::Path, error: impl std::fmt::Display) -> Self {
+        Error::Read {
             path: path.display().to_string(),
             error: error.to_string(),
         }

@@ -89,7 +89,7 @@ impl AppendFile {
     pub async fn write(&self, letters: &[&Letter]) -> Result<(), Error> {
         let mut text = String::new();
         for letter in letters {
-            text += &serde_json::to_string(letter).map_err(|e| Error::file(&self.path, e))?;
+            text += &serde_json::to_string(letter).map_err(|e| Error::write(&self.path, e))?;
             text.push('\n');
         }
         self.append(&text).await
@@ -112,12 +112,12 @@ impl FileSource {
     pub async fn open(path: &Path, journal: Option<&Path>) -> Result<Self, Error> {
         let text = tokio::fs::read_to_string(path)
             .await
-            .map_err(|e| Error::file(path, e))?;
+            .map_err(|e| Error::read(path, e))?;
         let done: HashSet<String> = match journal {
             Some(journal) => match tokio::fs::read_to_string(journal).await {
                 Ok(text) => text.lines().map(str::to_string).collect(),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => HashSet::new(),
-                Err(e) => return Err(Error::file(journal, e)),
+                Err(e) => return Err(Error::read(journal, e)),
             },
             None => HashSet::new(),
         };
