@@ -1,7 +1,8 @@
 //! Redrive throughput against moto: `opsrelay dlq redrive`'s mover (batches of ten, several in
 //! flight) next to a one-message-at-a-time receive / send / delete loop, with the same SDK, in the same
-//! run, on the same number of messages. Then both again with a network round trip added to every
-//! call, as a client in the queue's region sees SQS (moto on loopback answers without one).
+//! run, on the same number of messages. Then both again with a network round trip (1, 2, 5 ms)
+//! added to every call, as a client in the queue's region sees SQS (moto on loopback answers without
+//! one).
 //!
 //! It reads its own CPU time around each row and, when it starts moto itself, moto's
 //! (`/proc/PID/stat`): moto is one Python process, so the CPU it spends per message bounds what any
@@ -31,8 +32,9 @@ use tokio_util::sync::CancellationToken;
 
 /// Batches in flight for the rows of the mover.
 const CONCURRENCY: [usize; 3] = [1, 4, 8];
-/// The round trip added to every call in the second part.
-const ROUND_TRIP: Duration = Duration::from_millis(5);
+/// The round trips added to every call in the second part, one table each: where the loop starts to
+/// wait on the network rather than on moto.
+const ROUND_TRIPS_MS: [u64; 3] = [1, 2, 5];
 /// Messages of the one-at-a-time loop with the round trip (it is slow).
 const LOOP_WITH_ROUND_TRIP: usize = 2_000;
 
@@ -155,19 +157,21 @@ async fn main() {
     print_table("moto on loopback", &rows);
     print_ceiling(&rows);
 
-    let distant = sdk(&delayed_proxy(&endpoint, ROUND_TRIP).await).await;
     let concurrency = CONCURRENCY[CONCURRENCY.len() - 1];
-    let (dlq, source) = seeded(&direct, messages).await;
-    let work = mover_run(&distant, &dlq, &source, concurrency, messages);
-    let mut rows = vec![meter.row(mover_name(concurrency), work).await];
-    let (dlq, source) = seeded(&direct, LOOP_WITH_ROUND_TRIP).await;
-    let work = one_at_a_time(&distant, &dlq, &source, LOOP_WITH_ROUND_TRIP);
-    rows.push(meter.row(loop_name(), work).await);
-    let title = format!(
-        "moto with {} ms added to every call",
-        ROUND_TRIP.as_millis()
-    );
-    print_table(&title, &rows);
+    for round_trip in ROUND_TRIPS_MS {
+        let delay = Duration::from_millis(round_trip);
+        let distant = sdk(&delayed_proxy(&endpoint, delay).await).await;
+        let (dlq, source) = seeded(&direct, messages).await;
+        let work = mover_run(&distant, &dlq, &source, concurrency, messages);
+        let mut rows = vec![meter.row(mover_name(concurrency), work).await];
+        let (dlq, source) = seeded(&direct, LOOP_WITH_ROUND_TRIP).await;
+        let work = one_at_a_time(&distant, &dlq, &source, LOOP_WITH_ROUND_TRIP);
+        rows.push(meter.row(loop_name(), work).await);
+        print_table(
+            &format!("moto with {round_trip} ms added to every call"),
+            &rows,
+        );
+    }
 }
 
 /// Prints the rows, with the client's CPU per message, moto's and how busy it was when known, and
