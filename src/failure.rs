@@ -118,10 +118,18 @@ pub fn classify(error: &ProcessError) -> FailureClass {
         }
         ProcessError::Lookup(lookup) => match lookup {
             LookupError::Unavailable(_) => Transient,
-            LookupError::Query { sqlstate, .. } => match sqlstate.as_deref() {
-                Some(code) if is_transient_sqlstate(code) => Transient,
-                _ => Permanent,
-            },
+            LookupError::Query {
+                sqlstate,
+                mysql_error,
+                ..
+            } => {
+                let by_state = sqlstate.as_deref().is_some_and(is_transient_sqlstate);
+                if by_state || mysql_error.is_some_and(is_transient_mysql_error) {
+                    Transient
+                } else {
+                    Permanent
+                }
+            }
             LookupError::UnsupportedColumn { .. } | LookupError::BadId { .. } => Permanent,
         },
         ProcessError::Slack { source, .. } => match source {
@@ -146,25 +154,39 @@ pub fn classify(error: &ProcessError) -> FailureClass {
     }
 }
 
-/// The wait the other side asked for (Slack's `Retry-After`), if any.
+/// How long before another attempt can succeed, when that is known: the wait Slack asked for
+/// (`Retry-After`), or the time until the webhook's next free slot.
 pub fn retry_after(error: &ProcessError) -> Option<Duration> {
     match error {
         ProcessError::Slack {
             source: SlackError::RateLimited { retry_after },
             ..
         } => *retry_after,
+        ProcessError::Slack {
+            source: SlackError::NoSlotBeforeDeadline { wait },
+            ..
+        } => Some(*wait),
         _ => None,
     }
 }
 
 /// SQLSTATE classes that say "try again": connection exceptions (08), transaction rollbacks such as
-/// serialization failures and replica conflicts (40), insufficient resources (53), operator
-/// intervention such as a shutdown or a cancelled query (57), system errors (58), authorization
-/// failures while credentials rotate (28), and MySQL's lock wait / deadlock (HY000 carries many
-/// things, so only the codes that sqlx reports for them).
+/// serialization failures, deadlocks and replica conflicts (40), insufficient resources (53),
+/// operator intervention such as a shutdown or a cancelled query (57), system errors (58), and
+/// authorization failures while credentials rotate (28).
 fn is_transient_sqlstate(code: &str) -> bool {
     matches!(code.get(..2), Some("08" | "28" | "40" | "53" | "57" | "58"))
-        || matches!(code, "41000" | "1205" | "1213")
+}
+
+/// MySQL and MariaDB error numbers that say "try again" under a SQLSTATE that does not (`HY000`,
+/// `70100`): lock wait timeout (1205), deadlock (1213), query interrupted (1317), server shutting
+/// down (1053), too many connections (1040), connection killed (MariaDB 1927), statement time limit
+/// reached (MariaDB `max_statement_time` 1969, MySQL `max_execution_time` 3024).
+fn is_transient_mysql_error(number: u16) -> bool {
+    matches!(
+        number,
+        1040 | 1053 | 1205 | 1213 | 1317 | 1927 | 1969 | 3024
+    )
 }
 
 /// The `opsrelay-failure` attribute: why a message was dead-lettered.
@@ -281,11 +303,31 @@ mod tests {
     }
 
     #[test]
+    fn mysql_errors_are_transient_by_number_when_their_sqlstate_is_generic() {
+        let query = |number: u16| {
+            ProcessError::Lookup(LookupError::Query {
+                rule: "r".into(),
+                sqlstate: Some("HY000".into()),
+                mysql_error: Some(number),
+                message: "m".into(),
+            })
+        };
+        assert_eq!(classify(&query(1205)), FailureClass::Transient, "lock wait");
+        assert_eq!(
+            classify(&query(3024)),
+            FailureClass::Transient,
+            "time limit"
+        );
+        assert_eq!(classify(&query(1146)), FailureClass::Permanent, "no table");
+    }
+
+    #[test]
     fn database_errors_are_transient_by_sqlstate_class() {
         let query = |code: &str| {
             ProcessError::Lookup(LookupError::Query {
                 rule: "r".into(),
                 sqlstate: Some(code.into()),
+                mysql_error: None,
                 message: "m".into(),
             })
         };

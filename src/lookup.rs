@@ -65,6 +65,9 @@ pub enum LookupError {
     Query {
         rule: String,
         sqlstate: Option<String>,
+        /// MySQL's and MariaDB's error number: their SQLSTATE (often `HY000`) is too coarse to tell a
+        /// lock wait timeout from a syntax error.
+        mysql_error: Option<u16>,
         message: String,
     },
     #[error(
@@ -166,9 +169,7 @@ impl Database {
             "mysql" | "mariadb" => {
                 let url = url.replacen("mariadb:", "mysql:", 1);
                 let mut options = MySqlConnectOptions::from_str(&url).map_err(invalid)?;
-                let identity = url
-                    .to_ascii_lowercase()
-                    .contains("ssl-mode=verify_identity");
+                let identity = matches!(options.get_ssl_mode(), MySqlSslMode::VerifyIdentity);
                 match (&settings.ca_file, by_address) {
                     (Some(ca), true) => {
                         options = options.ssl_mode(MySqlSslMode::VerifyCa).ssl_ca(ca)
@@ -419,6 +420,9 @@ impl Failed {
             sqlx::Error::Database(db) => LookupError::Query {
                 rule: rule.to_string(),
                 sqlstate: db.code().map(|c| c.to_string()),
+                mysql_error: db
+                    .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+                    .map(|e| e.number()),
                 message: db.message().to_string(),
             },
             sqlx::Error::Io(_)
@@ -430,6 +434,7 @@ impl Failed {
             other => LookupError::Query {
                 rule: rule.to_string(),
                 sqlstate: None,
+                mysql_error: None,
                 message: other.to_string(),
             },
         }

@@ -11,14 +11,32 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// Slots per webhook.
-#[derive(Debug)]
+/// Slots per webhook, keyed by the webhook's URL (a secret: `Debug` shows only how many there are).
 pub struct Pacer {
     /// Time between two posts at the steady rate.
     interval: Duration,
     /// How far ahead of the steady rate a burst may run.
     tolerance: Duration,
-    arrivals: Mutex<HashMap<String, Instant>>,
+    webhooks: Mutex<HashMap<String, Webhook>>,
+}
+
+/// One webhook's pace.
+#[derive(Clone, Copy)]
+struct Webhook {
+    /// Theoretical arrival time of its next post.
+    tat: Instant,
+    /// Until when Slack asked to hear nothing (`Retry-After`).
+    held_until: Option<Instant>,
+}
+
+impl std::fmt::Debug for Pacer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pacer")
+            .field("interval", &self.interval)
+            .field("tolerance", &self.tolerance)
+            .field("webhooks", &self.lock().len())
+            .finish()
+    }
 }
 
 impl Pacer {
@@ -28,38 +46,60 @@ impl Pacer {
         Self {
             interval,
             tolerance: interval * burst.saturating_sub(1),
-            arrivals: Mutex::new(HashMap::new()),
+            webhooks: Mutex::new(HashMap::new()),
         }
     }
 
     /// Reserves the next slot for `key` and waits for it. Returns `Err(slot)` without reserving when
-    /// the slot would come after `deadline`.
+    /// the slot would come after `deadline`. A hold that came while the post waited (a 429 to an
+    /// earlier post) voids its slot: it takes the next one after the hold.
     pub async fn acquire(&self, key: &str, deadline: Instant) -> Result<(), Instant> {
-        let slot = {
-            let mut arrivals = self.arrivals.lock().unwrap_or_else(|e| e.into_inner());
-            let now = Instant::now();
-            let tat = arrivals.get(key).copied().unwrap_or(now).max(now);
-            let slot = tat.checked_sub(self.tolerance).unwrap_or(now).max(now);
-            if slot > deadline {
-                return Err(slot);
+        loop {
+            let slot = self.reserve(key, deadline)?;
+            // A slot that has come needs no timer: sleeping until it would still wait for the
+            // timer's next tick, up to a millisecond per post.
+            if slot > Instant::now() {
+                tokio::time::sleep_until(slot).await;
             }
-            arrivals.insert(key.to_string(), tat + self.interval);
-            slot
-        };
-        // A slot that has come needs no timer: sleeping until it would still wait for the timer's
-        // next tick, up to a millisecond per post.
-        if slot > Instant::now() {
-            tokio::time::sleep_until(slot).await;
+            let held_until = self.lock().get(key).and_then(|w| w.held_until);
+            if held_until.is_none_or(|until| until <= Instant::now()) {
+                return Ok(());
+            }
         }
-        Ok(())
+    }
+
+    fn reserve(&self, key: &str, deadline: Instant) -> Result<Instant, Instant> {
+        let mut webhooks = self.lock();
+        let now = Instant::now();
+        let webhook = webhooks.get(key).copied();
+        let tat = webhook.map_or(now, |w| w.tat).max(now);
+        let slot = tat.checked_sub(self.tolerance).unwrap_or(now).max(now);
+        if slot > deadline {
+            return Err(slot);
+        }
+        let held_until = webhook.and_then(|w| w.held_until);
+        let next = Webhook {
+            tat: tat + self.interval,
+            held_until,
+        };
+        webhooks.insert(key.to_string(), next);
+        Ok(slot)
     }
 
     /// Holds `key` back until `until` (Slack said `Retry-After`).
     pub fn hold(&self, key: &str, until: Instant) {
-        let mut arrivals = self.arrivals.lock().unwrap_or_else(|e| e.into_inner());
+        let mut webhooks = self.lock();
         let held = until + self.tolerance;
-        let tat = arrivals.entry(key.to_string()).or_insert(held);
-        *tat = (*tat).max(held);
+        let webhook = webhooks.entry(key.to_string()).or_insert(Webhook {
+            tat: held,
+            held_until: None,
+        });
+        webhook.tat = webhook.tat.max(held);
+        webhook.held_until = webhook.held_until.max(Some(until));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Webhook>> {
+        self.webhooks.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -118,5 +158,46 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(Instant::now() - start, Duration::from_secs(30));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_post_waiting_for_its_slot_waits_out_a_hold_that_came_meanwhile() {
+        let pacer = std::sync::Arc::new(Pacer::new(1.0, 1));
+        let start = Instant::now();
+        let far = start + Duration::from_secs(120);
+        pacer.acquire("hook", far).await.unwrap();
+        let waiting = tokio::spawn({
+            let pacer = pacer.clone();
+            async move { pacer.acquire("hook", far).await.map(|()| Instant::now()) }
+        });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        pacer.hold("hook", Instant::now() + Duration::from_secs(30));
+        let posted_at = waiting.await.unwrap().unwrap();
+        assert_eq!(posted_at - start, Duration::from_millis(30_500));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_post_waiting_for_its_slot_gives_up_when_a_hold_outlasts_its_deadline() {
+        let pacer = std::sync::Arc::new(Pacer::new(1.0, 1));
+        let start = Instant::now();
+        let deadline = start + Duration::from_secs(10);
+        pacer.acquire("hook", deadline).await.unwrap();
+        let waiting = tokio::spawn({
+            let pacer = pacer.clone();
+            async move { pacer.acquire("hook", deadline).await }
+        });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        pacer.hold("hook", Instant::now() + Duration::from_secs(30));
+        assert!(waiting.await.unwrap().is_err());
+        assert_eq!(Instant::now() - start, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn its_debug_output_holds_no_webhook_url() {
+        let pacer = Pacer::new(1.0, 1);
+        pacer.hold("https://hooks.example/services/T/B/secret", Instant::now());
+        let shown = format!("{pacer:?}");
+        assert!(!shown.contains("secret"), "{shown}");
+        assert!(shown.contains("webhooks: 1"), "{shown}");
     }
 }

@@ -218,4 +218,25 @@ mod tests {
         assert_eq!(classify(&error), FailureClass::Transient);
         assert_eq!(Instant::now(), start);
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn gives_up_at_once_when_the_webhook_has_no_slot_before_the_deadline() {
+        let calls = AtomicU32::new(0);
+        let start = Instant::now();
+        let deadline = start + Duration::from_secs(20);
+        let result: Result<(), _> = retry(&RetryPolicy::default(), deadline, "post", || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err(ProcessError::Slack {
+                destination: "D".into(),
+                source: SlackError::NoSlotBeforeDeadline {
+                    wait: Duration::from_secs(60),
+                },
+            })
+        })
+        .await;
+        let error = result.unwrap_err();
+        assert_eq!(classify(&error), FailureClass::Transient, "left to SQS");
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "no attempt can get a slot");
+        assert_eq!(Instant::now(), start);
+    }
 }

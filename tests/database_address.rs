@@ -133,14 +133,19 @@ async fn verify_full_by_address_is_refused_at_start_up_with_the_fix() {
     let dns = DnsServer::start(DnsMode::Answer(vec![LOCALHOST])).await;
     let mut settings = db_settings(&dns, &[], "OPSRELAY_TEST_CA_FILE");
     settings.ca_file = None;
-    let url = Secret::new("postgres://u:p@db.opsrelay.test/app?sslmode=verify-full".to_string());
-    let error = Database::connect_lazy(&url, &settings)
-        .unwrap_err()
-        .to_string();
-    assert!(
-        error.contains("OPSRELAY_DB_CA_FILE") && error.contains("OPSRELAY_DB_ADDRESS_PATH=off"),
-        "{error}"
-    );
+    for url in [
+        "postgres://u:p@db.opsrelay.test/app?sslmode=verify-full",
+        "mysql://u:p@db.opsrelay.test/app?ssl-mode=VERIFY_IDENTITY",
+        "mysql://u:p@db.opsrelay.test/app?sslmode=verify_identity",
+    ] {
+        let error = Database::connect_lazy(&Secret::new(url.to_string()), &settings)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("OPSRELAY_DB_CA_FILE") && error.contains("OPSRELAY_DB_ADDRESS_PATH=off"),
+            "{url}: {error}"
+        );
+    }
 }
 
 async fn a_dns_failure_serves_the_last_known_good_address(failure: DnsMode) {

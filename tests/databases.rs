@@ -214,3 +214,21 @@ async fn an_unreachable_database_is_retried_not_dead_lettered() {
         "{outcome:?}"
     );
 }
+
+#[tokio::test]
+async fn mariadb_a_query_stopped_by_its_time_limit_is_retried_not_dead_lettered() {
+    // MariaDB reports it as error 1969 under SQLSTATE 70100, which says nothing by itself.
+    let url = fresh_database(Engine::MariaDb).await;
+    let rules = r#"
+[rules."order.created"]
+query = "SET STATEMENT max_statement_time = 0.2 FOR SELECT id, SLEEP(2) AS slept FROM orders WHERE id = ?"
+id_type = "integer"
+text = "order {{ id }}"
+"#;
+    let order_42 = common::event("order.created", "42");
+    let (outcome, _slack) = run_one(&url, rules, &[], &order_42, 3).await;
+    assert!(
+        matches!(&outcome, Outcome::Retry { code, .. } if code == "query_failed"),
+        "{outcome:?}"
+    );
+}
