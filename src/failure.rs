@@ -69,6 +69,10 @@ pub enum ProcessError {
         #[source]
         source: SlackError,
     },
+    #[error(
+        "an earlier message of its FIFO group ({earlier}) is being retried, and order is kept: see that message's failure"
+    )]
+    FifoBlocked { earlier: String },
     #[error("the invocation's deadline came before the message was delivered")]
     Deadline,
     #[error("processing panicked: {0}")]
@@ -95,6 +99,7 @@ impl ProcessError {
                 SlackError::Connection(_) => "slack_unreachable",
                 SlackError::NoSlotBeforeDeadline { .. } => "slack_paced",
             },
+            ProcessError::FifoBlocked { .. } => "fifo_blocked",
             ProcessError::Deadline => "deadline",
             ProcessError::Panicked(_) => "panic",
         }
@@ -150,7 +155,11 @@ pub fn classify(error: &ProcessError) -> FailureClass {
         },
         // A panic may come from a passing state; SQS's retries bound it and the last receive
         // dead-letters it with this reason.
-        ProcessError::Deadline | ProcessError::Panicked(_) => Transient,
+        // A blocked message waits for the one before it; on its last receive it is dead-lettered
+        // with this reason rather than moved by SQS without one.
+        ProcessError::FifoBlocked { .. } | ProcessError::Deadline | ProcessError::Panicked(_) => {
+            Transient
+        }
     }
 }
 

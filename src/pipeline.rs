@@ -166,7 +166,7 @@ impl Relay {
     }
 
     /// Runs one ordering group in order; after a record left for retry, the rest of a FIFO group is
-    /// left too, so that order is kept.
+    /// left too, so that order is kept (and dead-lettered with that reason on its last receive).
     async fn run_group(
         &self,
         records: &[SqsMessage],
@@ -175,21 +175,31 @@ impl Relay {
         deadline: Instant,
     ) -> Vec<(usize, Processed)> {
         let mut out = Vec::with_capacity(group.len());
-        let mut blocked = false;
+        let mut blocked_by: Option<String> = None;
         for index in group {
             let record = &records[index];
-            let processed = if blocked {
-                Processed {
-                    message_id: record.message_id.clone().unwrap_or_default(),
-                    outcome: Outcome::Retry {
-                        code: "fifo_blocked".into(),
-                        reason: "an earlier message of its FIFO group is being retried".into(),
-                    },
+            let processed = match &blocked_by {
+                Some(earlier) => {
+                    let delivery = Delivery::of(record);
+                    let event_type = event::parse(record)
+                        .ok()
+                        .map(|e| e.kind.as_str().to_string());
+                    let error = ProcessError::FifoBlocked {
+                        earlier: earlier.clone(),
+                    };
+                    let outcome = self
+                        .settle(record, &delivery, event_type, error, deadline)
+                        .await;
+                    Processed {
+                        message_id: delivery.message_id,
+                        outcome,
+                    }
                 }
-            } else {
-                self.handle(record, work_deadline, deadline).await
+                None => self.handle(record, work_deadline, deadline).await,
             };
-            blocked |= matches!(processed.outcome, Outcome::Retry { .. });
+            if blocked_by.is_none() && matches!(processed.outcome, Outcome::Retry { .. }) {
+                blocked_by = Some(processed.message_id.clone());
+            }
             out.push((index, processed));
         }
         out
@@ -400,13 +410,18 @@ pub fn template_context(event: &OpsEvent, record: &Record) -> Value {
     Value::from(values)
 }
 
-/// Indexes of records grouped for ordering: a FIFO group's records together in order; on standard
-/// queues every record alone.
+/// Indexes of records grouped for ordering: a FIFO queue's group's records together in order; every
+/// other record alone (a standard queue's records may carry a `MessageGroupId` too, for fair
+/// queues, which promise no order).
 fn ordering_groups(records: &[SqsMessage]) -> Vec<Vec<usize>> {
     let mut groups: Vec<Vec<usize>> = Vec::new();
     let mut by_group: BTreeMap<&str, usize> = BTreeMap::new();
     for (index, record) in records.iter().enumerate() {
-        match record.attributes.get("MessageGroupId") {
+        let fifo = record
+            .event_source_arn
+            .as_deref()
+            .is_some_and(|arn| arn.ends_with(".fifo"));
+        match record.attributes.get("MessageGroupId").filter(|_| fifo) {
             Some(group) => match by_group.get(group.as_str()) {
                 Some(&g) => groups[g].push(index),
                 None => {
@@ -556,22 +571,24 @@ mod tests {
 
     #[test]
     fn fifo_records_are_grouped_in_order_and_others_stand_alone() {
-        let record = |group: Option<&str>| {
+        let record = |queue: &str, group: Option<&str>| {
             let mut r = SqsMessage::default();
+            r.event_source_arn = Some(format!("arn:aws:sqs:us-east-1:1:{queue}"));
             if let Some(g) = group {
                 r.attributes.insert("MessageGroupId".into(), g.into());
             }
             r
         };
         let records = [
-            record(Some("a")),
-            record(None),
-            record(Some("b")),
-            record(Some("a")),
+            record("q.fifo", Some("a")),
+            record("q.fifo", None),
+            record("q.fifo", Some("b")),
+            record("q.fifo", Some("a")),
+            record("fair", Some("a")),
         ];
         assert_eq!(
             ordering_groups(&records),
-            vec![vec![0, 3], vec![1], vec![2]]
+            vec![vec![0, 3], vec![1], vec![2], vec![4]]
         );
     }
 

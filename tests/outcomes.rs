@@ -389,12 +389,12 @@ async fn does_not_post_a_redelivered_message_twice() {
     assert_eq!(run.slack.requests().len(), 1);
 }
 
-#[tokio::test]
-async fn a_fifo_group_stops_at_its_first_retry_and_other_groups_go_on() {
+/// A relay whose `a.failing` events go to a webhook that answers 503 and whose `b.healthy` events go
+/// to one that accepts them, dead-lettering to `queues`; and that healthy webhook.
+async fn failing_and_healthy(queues: &Queues) -> (Relay, SlackStandIn, SlackStandIn) {
     let failing = SlackStandIn::start(vec![]).await;
     failing.always(Reply::Status(503, "service_unavailable"));
     let healthy = SlackStandIn::start(vec![]).await;
-    let queues = queues(5, 30).await;
     let rules = common::rules(
         r#"
 [rules."a.failing"]
@@ -427,15 +427,35 @@ text = "b {{ event.id }}"
         queues.dead_letters(),
     )
     .unwrap();
-    let grouped = |id: &str, kind: &str, group: &str| {
-        let mut r = record(id, &event(kind, id), 1);
-        r.attributes.insert("MessageGroupId".into(), group.into());
-        r
-    };
+    (relay, failing, healthy)
+}
+
+/// A record of event `kind` with id `id` in message group `group` of the queue `queue` (a FIFO
+/// queue's name ends in `.fifo`), on its `receive_count`th receive.
+fn grouped(id: &str, kind: &str, group: &str, queue: &str, receive_count: u32) -> SqsMessage {
+    let mut r = record(id, &event(kind, id), receive_count);
+    r.attributes.insert("MessageGroupId".into(), group.into());
+    r.event_source_arn = Some(format!("arn:aws:sqs:us-east-1:123456789012:{queue}"));
+    r
+}
+
+/// The texts the webhook received, in order.
+fn posted(slack: &SlackStandIn) -> Vec<String> {
+    slack
+        .delivered()
+        .iter()
+        .map(|m| m["text"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_fifo_group_stops_at_its_first_retry_and_other_groups_go_on() {
+    let queues = queues(5, 30).await;
+    let (relay, _failing, healthy) = failing_and_healthy(&queues).await;
     let records = vec![
-        grouped("g1", "a.failing", "g"),
-        grouped("g2", "b.healthy", "g"),
-        grouped("h1", "b.healthy", "h"),
+        grouped("g1", "a.failing", "g", "ops.fifo", 1),
+        grouped("g2", "b.healthy", "g", "ops.fifo", 1),
+        grouped("h1", "b.healthy", "h", "ops.fifo", 1),
     ];
     let results = relay
         .run_batch(&records, Instant::now() + Duration::from_secs(2))
@@ -443,10 +463,45 @@ text = "b {{ event.id }}"
     assert_retry(&results[0].outcome, "slack_server_error");
     assert_retry(&results[1].outcome, "fifo_blocked");
     assert_eq!(results[2].outcome, Outcome::Delivered);
-    let posted: Vec<_> = healthy
-        .delivered()
-        .iter()
-        .map(|m| m["text"].as_str().unwrap().to_string())
-        .collect();
-    assert_eq!(posted, ["b h1"], "g2 must wait for g1");
+    assert_eq!(posted(&healthy), ["b h1"], "g2 must wait for g1");
+}
+
+#[tokio::test]
+async fn a_blocked_fifo_message_on_its_last_receive_is_dead_lettered_naming_the_one_before_it() {
+    let queues = queues(5, 30).await;
+    let (relay, _failing, healthy) = failing_and_healthy(&queues).await;
+    let records = vec![
+        grouped("g1", "a.failing", "g", "ops.fifo", 1),
+        grouped("g2", "b.healthy", "g", "ops.fifo", 5),
+    ];
+    let results = relay
+        .run_batch(&records, Instant::now() + Duration::from_secs(2))
+        .await;
+    assert_retry(&results[0].outcome, "slack_server_error");
+    let Outcome::DeadLettered(failure) = &results[1].outcome else {
+        panic!("expected a dead letter, got {:?}", results[1].outcome);
+    };
+    assert_eq!(failure.code, "fifo_blocked");
+    assert!(failure.reason.contains("g1"), "{}", failure.reason);
+    let dead = drain(&queues.client, &queues.dlq).await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(failure_of(&dead[0])["code"], "fifo_blocked");
+    assert!(posted(&healthy).is_empty());
+}
+
+#[tokio::test]
+async fn a_standard_queue_holds_no_message_group_behind_a_failing_message() {
+    // Fair queues: standard queues whose messages carry a MessageGroupId, with no order promised.
+    let queues = queues(5, 30).await;
+    let (relay, _failing, healthy) = failing_and_healthy(&queues).await;
+    let records = vec![
+        grouped("g1", "a.failing", "g", "ops", 1),
+        grouped("g2", "b.healthy", "g", "ops", 1),
+    ];
+    let results = relay
+        .run_batch(&records, Instant::now() + Duration::from_secs(2))
+        .await;
+    assert_retry(&results[0].outcome, "slack_server_error");
+    assert_eq!(results[1].outcome, Outcome::Delivered);
+    assert_eq!(posted(&healthy), ["b g2"]);
 }
