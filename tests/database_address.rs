@@ -316,3 +316,42 @@ async fn the_database_moving_to_a_new_address_is_followed() {
     let chosen = database.address_chain().unwrap().choose().await.unwrap();
     assert_eq!(chosen.address, IpAddr::V4(LOCALHOST));
 }
+
+#[tokio::test]
+async fn a_pool_busy_past_its_acquire_timeout_still_reaches_a_one_address_database() {
+    // One connection, held by a slow query: a second lookup times out waiting for the pool, which
+    // sets the address aside (a pool timeout may also be an address that swallows connections).
+    // With no other address, the next lookup must still reach the database.
+    let dns = DnsServer::start(DnsMode::Answer(vec![LOCALHOST])).await;
+    let settings = DbSettings {
+        max_connections: 1,
+        acquire_timeout_ms: 300,
+        ..db_settings(&dns, &[], "OPSRELAY_TEST_CA_FILE")
+    };
+    let url = named_url(Engine::Postgres).await;
+    let database = Database::connect_lazy(&Secret::new(url), &settings).unwrap();
+    fetch(&database, Engine::Postgres).await.unwrap().unwrap();
+    let slow = common::rules(
+        "[rules.\"slow\"]\nquery = \"SELECT pg_sleep(1.5)::text AS slept FROM orders WHERE id = $1\"\nid_type = \"integer\"\ntext = \"x\"\n",
+    );
+    let slow = slow.get("slow").unwrap();
+    let id = RecordId::parse("42").unwrap();
+    let holding = database.fetch_record(
+        slow,
+        slow.query.as_ref().unwrap(),
+        &id,
+        Duration::from_secs(5),
+    );
+    let waiting = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        fetch(&database, Engine::Postgres).await
+    };
+    let (held, waited) = tokio::join!(holding, waiting);
+    held.unwrap().unwrap();
+    assert!(
+        matches!(waited, Err(LookupError::Unavailable(_))),
+        "{waited:?}"
+    );
+    let row = fetch(&database, Engine::Postgres).await.unwrap().unwrap();
+    assert_eq!(row["customer"], "Ada & Co <!channel>");
+}
