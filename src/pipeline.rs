@@ -27,6 +27,12 @@ use crate::retry::retry;
 use crate::rules::{Rule, Rules};
 use crate::slack::{Destination, SlackClient};
 
+/// Kept free before the invocation's deadline when dead-lettering: the answer to the batch still has
+/// to be returned.
+const DLQ_SEND_RESERVE: Duration = Duration::from_millis(100);
+/// A DLQ send is not started with less time than this for it.
+const MIN_DLQ_SEND: Duration = Duration::from_millis(100);
+
 /// What became of one record.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Outcome {
@@ -275,10 +281,26 @@ impl Relay {
             };
         }
         let failure = FailureRecord::new(&error, event_type, delivery);
+        // A send must end before the invocation does: one that ran past it would time the whole
+        // invocation out, delivered records included.
         let left = deadline
             .saturating_duration_since(Instant::now())
-            .saturating_sub(Duration::from_millis(100))
-            .max(Duration::from_millis(100));
+            .saturating_sub(DLQ_SEND_RESERVE);
+        if left < MIN_DLQ_SEND {
+            tracing::warn!(
+                code = %failure.code,
+                reason = %failure.reason,
+                left_ms = left.as_millis() as u64,
+                "No time left to dead-letter the message; SQS will deliver it again."
+            );
+            return Outcome::Retry {
+                code: "dlq_unavailable".into(),
+                reason: format!(
+                    "{}; then no time was left before the invocation's deadline to dead-letter it",
+                    failure.reason
+                ),
+            };
+        }
         match self.dead_letters.send(record, &failure, left).await {
             Ok(()) => {
                 tracing::error!(

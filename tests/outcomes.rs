@@ -240,6 +240,18 @@ async fn dead_letters_a_transient_failure_on_the_last_receive() {
 }
 
 #[tokio::test]
+async fn starts_no_dlq_send_that_would_outlast_the_invocation() {
+    let run = setup(vec![], &[]).await;
+    let last_receive = record("m-1", &event("order.created", "42"), 5);
+    let results = run
+        .relay
+        .run_batch(&[last_receive], Instant::now() + Duration::from_millis(150))
+        .await;
+    assert_retry(&results[0].outcome, "dlq_unavailable");
+    assert!(drain(&run.queues.client, &run.queues.dlq).await.is_empty());
+}
+
+#[tokio::test]
 async fn leaves_the_message_for_sqs_when_the_dlq_cannot_take_it() {
     let slack = SlackStandIn::start(vec![Reply::Status(410, "channel_is_archived")]).await;
     let queues = queues(5, 30).await;
