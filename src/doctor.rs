@@ -5,16 +5,10 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_sqs::types::QueueAttributeName;
-use rustls::client::WebPkiServerVerifier;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime, pem::PemObject};
-use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use serde::Serialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
 use crate::dlq::DeadLetters;
@@ -24,8 +18,6 @@ use crate::slack::Target;
 
 /// One check may take this long.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
-/// PostgreSQL's SSLRequest: length 8, code 80877103.
-const PG_SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
 
 /// One line of the report.
 #[derive(Clone, Debug, Serialize)]
@@ -128,12 +120,17 @@ pub async fn run(relay: &Relay) -> Report {
                             .map_err(|e| e.to_string())
                     })
                     .await;
-                if database.engine() == "postgres" {
-                    let ca = settings.db.ca_file.clone();
-                    report
-                        .run("tls", pg_tls(target, chain.host().to_string(), ca))
-                        .await;
-                }
+                let tls = async {
+                    let Some(check) = database.name_check() else {
+                        return Err("not verified: set OPSRELAY_DB_CA_FILE to the CA bundle (the RDS bundle on RDS)".to_string());
+                    };
+                    check.verify(target, CHECK_TIMEOUT).await?;
+                    Ok(format!(
+                        "handshake done; chain verified against the CA bundle, name {} checked",
+                        check.host()
+                    ))
+                };
+                report.run("tls", tls).await;
             }
         }
         report
@@ -244,105 +241,4 @@ fn name_servers(dns: &DnsSettings) -> Vec<SocketAddr> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-/// PostgreSQL's TLS: SSLRequest, then a handshake whose certificate chain is verified against the CA
-/// bundle. The name is not checked (verify-ca), as when connecting by address.
-async fn pg_tls(
-    target: SocketAddr,
-    host: String,
-    ca_file: Option<std::path::PathBuf>,
-) -> Result<String, String> {
-    let Some(ca_file) = ca_file else {
-        return Err(
-            "not verified: set OPSRELAY_DB_CA_FILE to the CA bundle (the RDS bundle on RDS)".into(),
-        );
-    };
-    let mut roots = RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(&ca_file)
-        .map_err(|e| format!("{}: {e}", ca_file.display()))?
-    {
-        roots
-            .add(cert.map_err(|e| format!("{}: {e}", ca_file.display()))?)
-            .map_err(|e| e.to_string())?;
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .build()
-        .map_err(|e| e.to_string())?;
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(ChainOnly(inner)))
-        .with_no_client_auth();
-    let mut tcp = tokio::net::TcpStream::connect(target)
-        .await
-        .map_err(|e| e.to_string())?;
-    tcp.write_all(&PG_SSL_REQUEST)
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut answer = [0u8; 1];
-    tcp.read_exact(&mut answer)
-        .await
-        .map_err(|e| e.to_string())?;
-    if answer[0] != b'S' {
-        return Err("the server does not offer TLS".into());
-    }
-    let name = ServerName::try_from(host.clone()).map_err(|e| e.to_string())?;
-    tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(name, tcp)
-        .await
-        .map_err(|e| format!("handshake failed: {e}"))?;
-    Ok(format!(
-        "handshake done; chain verified against {} (verify-ca: the name {host} is not checked)",
-        ca_file.display()
-    ))
-}
-
-/// Verifies the certificate chain and ignores the name, as sqlx's verify-ca does.
-#[derive(Debug)]
-struct ChainOnly(Arc<WebPkiServerVerifier>);
-
-impl ServerCertVerifier for ChainOnly {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        match self
-            .0
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-        {
-            Err(rustls::Error::InvalidCertificate(
-                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) => Ok(ServerCertVerified::assertion()),
-            other => other,
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
-    }
 }

@@ -17,6 +17,7 @@ pub mod failure;
 pub mod lambda;
 pub mod local;
 pub mod lookup;
+pub mod name_check;
 pub mod pace;
 pub mod pipeline;
 pub mod redrive;

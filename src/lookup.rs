@@ -8,12 +8,12 @@
 //! bytes are base64 (MySQL binary columns holding UTF-8 are text); NULL is `none`, which prints as nothing. A column of
 //! any other type is an error that says how to cast it.
 //!
-//! With the address path on (the default), the pool connects to the address [`AddressChain`] picks,
-//! and TLS verifies the certificate chain against `OPSRELAY_DB_CA_FILE` (verify-ca): a certificate
-//! names the host, not the address, so the name is not checked. With the address path off, sqlx
-//! connects by name and the CA file means verify-full.
+//! With the address path on (the default), the pool connects to the address [`AddressChain`] picks.
+//! A certificate names the host, not the address, so sqlx verifies only the chain against
+//! `OPSRELAY_DB_CA_FILE` (verify-ca), and [`NameCheck`] verifies the name at each new address before
+//! it is used. With the address path off, sqlx connects by name and the CA file means verify-full.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -30,6 +30,7 @@ use sqlx::{
 };
 
 use crate::event::RecordId;
+use crate::name_check::{NameCheck, Protocol};
 use crate::resolve::{AddressChain, DnsSettings, ResolverError};
 use crate::rules::{IdType, Rule};
 use crate::secret::Secret;
@@ -92,9 +93,11 @@ pub enum DatabaseUrlError {
     )]
     Url(String),
     #[error(
-        "OPSRELAY_DATABASE_URL asks for {0}, which checks the server's name, and a name cannot be checked when connecting by address: set OPSRELAY_DB_CA_FILE to the CA bundle (verify-ca: the chain is verified against it), or OPSRELAY_DB_ADDRESS_PATH=off to connect by name"
+        "OPSRELAY_DATABASE_URL asks for {0}, which sqlx cannot check when it connects by address: set OPSRELAY_DB_CA_FILE to the CA bundle (sqlx then verifies the chain, and opsrelay the name at each new address), or OPSRELAY_DB_ADDRESS_PATH=off to connect by name"
     )]
     NameCheckByAddress(&'static str),
+    #[error("{0}")]
+    CaFile(String),
     #[error(transparent)]
     Resolver(#[from] ResolverError),
 }
@@ -114,12 +117,17 @@ enum Pools {
     Sqlite(SqlitePool),
 }
 
-/// The address chain and the address new connections go to now.
+/// The address chain, the address new connections go to now, and the check of the server's name
+/// at a new address (with a CA bundle).
 #[derive(Debug)]
 struct AddressPath {
     chain: AddressChain,
     current: std::sync::Mutex<Option<IpAddr>>,
+    name_check: Option<NameCheck>,
 }
+
+/// How long the handshake that checks the server's name at a new address may take.
+const NAME_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How many addresses one lookup tries before it gives up (the retry loop then tries again later).
 const ADDRESSES_PER_LOOKUP: usize = 4;
@@ -203,6 +211,11 @@ impl Database {
                 return Err(DatabaseUrlError::Url(format!("unknown scheme {other:?}")));
             }
         };
+        let protocol = match &pools {
+            Pools::Postgres(_) => Some(Protocol::Postgres),
+            Pools::MySql(_) => Some(Protocol::MySql),
+            Pools::Sqlite(_) => None,
+        };
         // A Unix socket path has no address to resolve.
         let address = match host.filter(|h| by_address && !h.starts_with('/')) {
             Some(host) => Some(AddressPath {
@@ -214,6 +227,12 @@ impl Database {
                     Duration::from_secs(settings.set_aside_seconds),
                 )?,
                 current: std::sync::Mutex::new(None),
+                name_check: match (&settings.ca_file, protocol) {
+                    (Some(ca), Some(protocol)) => Some(
+                        NameCheck::new(&host, protocol, ca).map_err(DatabaseUrlError::CaFile)?,
+                    ),
+                    _ => None,
+                },
             }),
             None => None,
         };
@@ -241,7 +260,11 @@ impl Database {
             if current == Some(chosen.address) {
                 return Ok(current);
             }
-            match path.chain.probe(chosen.address).await {
+            let checked = match path.chain.probe(chosen.address).await {
+                Ok(tcp) => check_name(path, chosen.address).await.map(|()| tcp),
+                Err(refused) => Err(refused),
+            };
+            match checked {
                 Ok(tcp) => {
                     tracing::info!(
                         host = path.chain.host(),
@@ -285,6 +308,11 @@ impl Database {
             }
             Pools::Sqlite(_) => {}
         }
+    }
+
+    /// The check of the server's name at a new address, when connecting by address with a CA bundle.
+    pub fn name_check(&self) -> Option<&NameCheck> {
+        self.address.as_ref().and_then(|a| a.name_check.as_ref())
     }
 
     /// Records how a lookup through `address` went: a connection-level failure sets it aside.
@@ -439,6 +467,20 @@ impl Failed {
             },
         }
     }
+}
+
+/// Verifies the server's certificate name at `address` (when the path has a check); an address that
+/// fails it is set aside.
+async fn check_name(path: &AddressPath, address: IpAddr) -> Result<(), String> {
+    let Some(check) = &path.name_check else {
+        return Ok(());
+    };
+    let target = SocketAddr::new(address, path.chain.port());
+    let checked = check.verify(target, NAME_CHECK_TIMEOUT).await;
+    if checked.is_err() {
+        path.chain.refused(address);
+    }
+    checked
 }
 
 fn bind_id(rule: &Rule, id: &RecordId, native_uuid: bool) -> Result<BoundId, LookupError> {

@@ -355,3 +355,33 @@ async fn a_pool_busy_past_its_acquire_timeout_still_reaches_a_one_address_databa
     let row = fetch(&database, Engine::Postgres).await.unwrap().unwrap();
     assert_eq!(row["customer"], "Ada & Co <!channel>");
 }
+
+async fn an_address_serving_a_certificate_for_another_name_is_refused(engine: Engine) {
+    // The server's certificate names db.opsrelay.test, from the trusted CA: reached as
+    // other.opsrelay.test (as when an address now belongs to another instance), the chain is good and
+    // the name is not.
+    let dns = DnsServer::start(DnsMode::Answer(vec![LOCALHOST])).await;
+    let url = named_url(engine)
+        .await
+        .replace(&service("OPSRELAY_TEST_DB_NAME"), "other.opsrelay.test");
+    let settings = db_settings(&dns, &[], "OPSRELAY_TEST_CA_FILE");
+    let database = Database::connect_lazy(&Secret::new(url), &settings).unwrap();
+    let error = fetch(&database, engine).await.unwrap_err();
+    let LookupError::Unavailable(text) = &error else {
+        panic!("expected the address to be refused, got {error:?}");
+    };
+    assert!(
+        text.contains("no certificate valid for other.opsrelay.test"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn postgres_an_address_serving_a_certificate_for_another_name_is_refused() {
+    an_address_serving_a_certificate_for_another_name_is_refused(Engine::Postgres).await;
+}
+
+#[tokio::test]
+async fn mariadb_an_address_serving_a_certificate_for_another_name_is_refused() {
+    an_address_serving_a_certificate_for_another_name_is_refused(Engine::MariaDb).await;
+}
