@@ -227,8 +227,9 @@ impl Database {
                     Duration::from_secs(settings.set_aside_seconds),
                 )?,
                 current: std::sync::Mutex::new(None),
+                // A URL that names an address has no name to check: sqlx verifies the chain.
                 name_check: match (&settings.ca_file, protocol) {
-                    (Some(ca), Some(protocol)) => Some(
+                    (Some(ca), Some(protocol)) if !is_address(&host) => Some(
                         NameCheck::new(&host, protocol, ca).map_err(DatabaseUrlError::CaFile)?,
                     ),
                     _ => None,
@@ -467,6 +468,11 @@ impl Failed {
             },
         }
     }
+}
+
+/// Whether the URL's host is an IP address (IPv6 in brackets) rather than a name.
+fn is_address(host: &str) -> bool {
+    host.trim_matches(['[', ']']).parse::<IpAddr>().is_ok()
 }
 
 /// Verifies the server's certificate name at `address` (when the path has a check); an address that
