@@ -410,3 +410,60 @@ async fn native_redrive_refuses_the_filters_it_cannot_apply() {
         stderr(&out)
     );
 }
+
+/// A FIFO queue holding 25 messages in one group; its URL.
+async fn fifo_queue_of_one_group() -> String {
+    let client = aws_sdk_sqs::Client::new(&common::sdk().await);
+    let url = client
+        .create_queue()
+        .queue_name(format!("{}.fifo", common::unique("fifo-dlq")))
+        .attributes(aws_sdk_sqs::types::QueueAttributeName::FifoQueue, "true")
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    for seq in 0..25 {
+        client
+            .send_message()
+            .queue_url(&url)
+            .message_body(json!({"type": "order.created", "id": seq.to_string()}).to_string())
+            .message_group_id("orders")
+            .message_deduplication_id(format!("d-{seq}"))
+            .send()
+            .await
+            .unwrap();
+    }
+    url
+}
+
+#[tokio::test]
+async fn stats_of_a_fifo_dlq_say_that_its_groups_hid_messages_and_how_to_see_them() {
+    let dlq = fifo_queue_of_one_group().await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = opsrelay(&["dlq", "stats", "--dlq", &dlq], dir.path()).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let warning = stderr(&out);
+    assert!(
+        warning.contains("Read 10 of the 25 messages") && warning.contains("--delete"),
+        "{warning}"
+    );
+}
+
+#[tokio::test]
+async fn an_export_of_a_fifo_dlq_that_keeps_its_messages_fails_as_not_a_whole_copy() {
+    let dlq = fifo_queue_of_one_group().await;
+    let dir = tempfile::tempdir().unwrap();
+    let copy = ["dlq", "export", "--dlq", &dlq, "--to", "dlq_export.jsonl"];
+    let out = opsrelay(&copy, dir.path()).await;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("not a copy of the whole queue"));
+    let out = opsrelay(&export_and_delete(&dlq), dir.path()).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines = std::fs::read_to_string(dir.path().join("dlq_export.jsonl")).unwrap();
+    assert_eq!(
+        lines.lines().count(),
+        10 + 25,
+        "the partial copy, then every message"
+    );
+}

@@ -1113,3 +1113,86 @@ async fn an_import_to_a_fifo_queue_stops_a_group_at_its_first_line_that_cannot_b
     ]);
     assert_eq!(groups_on(&client, &small).await, expected);
 }
+
+#[tokio::test]
+async fn an_import_to_a_fifo_queue_sends_every_line_when_lines_repeat_a_message_id() {
+    let client = aws_sdk_sqs::Client::new(&common::sdk().await);
+    let to = fifo_queue(&client, &common::unique("repeat"), &[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("dead-letters.jsonl");
+    // As in the local run's dead-letter file, after several runs of event files with the same ids.
+    let lines: String = (0..12)
+        .map(|seq| {
+            export_line(seq, body(seq), None).replace(&format!("\"m-{seq}\""), "\"local-1\"")
+        })
+        .collect();
+    std::fs::write(&file, lines).unwrap();
+    let report = mover::run(
+        &Source::File(FileSource::open(&file, None).await.unwrap()),
+        &Destination::Queue(Queue::open(&client, &to).await.unwrap()),
+        &plan(Filter::default()),
+        &CancellationToken::new(),
+        &Quiet,
+    )
+    .await;
+    assert_eq!(report.counts.moved, 12, "{:?}", report.counts);
+    let expected = BTreeMap::from([(DEFAULT_GROUP.to_string(), (0..12).collect())]);
+    assert_eq!(groups_on(&client, &to).await, expected);
+}
+
+/// A DLQ with its source queue, holding the first 30 seeded messages.
+async fn thirty() -> Queues {
+    let queues = queues(5, 30).await;
+    seed_queue(&queues.client, &queues.dlq, 0..30).await;
+    queues
+}
+
+/// Every message at once under `--rate 1/s`: ten go at once, the next ten wait ten seconds.
+fn paced_at_one_a_second(remove: bool) -> Plan {
+    Plan {
+        rate: Some(1),
+        concurrency: 2,
+        max_redrives: None,
+        remove,
+        ..plan(Filter::default())
+    }
+}
+
+#[tokio::test]
+async fn a_dry_run_is_not_held_back_by_the_rate() {
+    let queues = thirty().await;
+    let dlq = dlq_source(
+        Queue::open(&queues.client, &queues.dlq).await.unwrap(),
+        VISIBILITY,
+    );
+    let dry_run = paced_at_one_a_second(false);
+    let stop = CancellationToken::new();
+    let listing = mover::run(&dlq, &Destination::List, &dry_run, &stop, &Quiet);
+    // Paced, the thirty would take twenty seconds.
+    let report = tokio::time::timeout(Duration::from_secs(10), listing)
+        .await
+        .expect("the listing goes at once");
+    assert_eq!(report.listed.len(), 30);
+}
+
+#[tokio::test]
+async fn ctrl_c_while_batches_wait_for_their_turn_under_the_rate_stops_without_sending_them() {
+    let queues = thirty().await;
+    let stop = CancellationToken::new();
+    let ctrl_c = stop.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        ctrl_c.cancel();
+    });
+    let paced = paced_at_one_a_second(true);
+    let run = redrive_with(&queues, &paced, VISIBILITY, &stop, &Quiet);
+    // Waiting for their turns, the batches read would end the run ten seconds later.
+    let report = tokio::time::timeout(Duration::from_secs(6), run)
+        .await
+        .expect("the stop does not wait for the rate");
+    assert!(report.stopped);
+    let moved = seqs_on(&queues.client, &queues.source).await;
+    assert_eq!(moved.len() as u64, report.counts.moved);
+    let left = seqs_on(&queues.client, &queues.dlq).await;
+    assert_eq!(left.len() + moved.len(), 30, "the rest given back at once");
+}

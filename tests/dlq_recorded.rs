@@ -555,3 +555,17 @@ async fn a_message_not_deleted_at_first_but_deleted_when_it_comes_back_is_not_re
         "{counts:?}"
     );
 }
+
+#[tokio::test]
+async fn giving_visibility_back_goes_on_past_a_call_that_got_no_answer() {
+    let (client, calls) = recorded(|call, before| match before {
+        0 => (500, json!({})),
+        _ => all_went_through(call),
+    });
+    let handles: Vec<String> = (0..25).map(|i| format!("r{i:02}")).collect();
+    queue(&client, DLQ, DLQ_ARN).release(&handles).await;
+    let mut given = given_back(&calls);
+    given.dedup();
+    assert_eq!(given, handles, "every message, the first ten tried again");
+    assert_eq!(operations(&calls).len(), 4);
+}

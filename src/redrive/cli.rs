@@ -176,6 +176,12 @@ pub async fn run(args: DlqArgs) -> Result<ExitCode, Error> {
                 Output::Table => print!("{}", stats.table()),
                 Output::Json => println!("{}", json(&stats)),
             }
+            warn(hidden_by_groups(
+                &source,
+                depth.map(|d| d.visible),
+                &plan,
+                &report,
+            ));
             Ok(listed_exit(&report))
         }
         DlqCommand::Peek {
@@ -185,12 +191,17 @@ pub async fn run(args: DlqArgs) -> Result<ExitCode, Error> {
             output,
         } => {
             let source = origin.open(PEEK_HOLD).await?;
+            let visible = match &source {
+                Source::Queue { queue, .. } if queue.fifo => Some(queue.depth().await?.visible),
+                _ => None,
+            };
             let plan = Plan {
                 concurrency: 1,
                 ..look(filter, max)
             };
             let report = list(&source, &plan).await?;
             print_messages(&report, output);
+            warn(hidden_by_groups(&source, visible, &plan, &report));
             Ok(listed_exit(&report))
         }
         DlqCommand::Export {
@@ -217,7 +228,15 @@ pub async fn run(args: DlqArgs) -> Result<ExitCode, Error> {
             };
             let destination = Destination::File(AppendFile::new(&to));
             let report = transfer(&source, &destination, &plan, Some(total)).await;
-            finish(report, "exported", &to.display().to_string())
+            let hidden = hidden_by_groups(&source, Some(total), &plan, &report);
+            let code = finish(report, "exported", &to.display().to_string())?;
+            Ok(match hidden {
+                Some(warning) => {
+                    eprintln!("{warning} The file is not a copy of the whole queue.");
+                    ExitCode::FAILURE
+                }
+                None => code,
+            })
         }
         DlqCommand::Redrive {
             dlq,
@@ -324,6 +343,7 @@ impl MoveArgs {
                 "Would move {} of {} messages read to {}; nothing was changed.",
                 report.counts.moved, report.counts.read, destination.url
             );
+            warn(hidden_by_groups(source, total, &plan, &report));
             return Ok(listed_exit(&report));
         }
         let to = destination.url.clone();
@@ -361,6 +381,40 @@ async fn list(source: &Source, plan: &Plan) -> Result<Report, Error> {
     match report.error.take() {
         Some(error) => Err(error),
         None => Ok(report),
+    }
+}
+
+/// A FIFO queue gives no later message of a group while an earlier one is hidden, so a run that
+/// leaves what it reads on the queue (a listing, a dry run, an export without `--delete`) sees only
+/// the first messages of each group. When such a run read fewer than the `visible` messages the queue
+/// held at its start, and neither `--max` nor Ctrl-C stopped it: what to tell the operator.
+fn hidden_by_groups(
+    source: &Source,
+    visible: Option<u64>,
+    plan: &Plan,
+    report: &Report,
+) -> Option<String> {
+    let (Source::Queue { queue, .. }, Some(visible)) = (source, visible) else {
+        return None;
+    };
+    let counts = &report.counts;
+    let stopped_early =
+        report.stopped || counts.over_max > 0 || plan.max.is_some_and(|max| counts.moved >= max);
+    if !queue.fifo || plan.remove || stopped_early || counts.read >= visible {
+        return None;
+    }
+    Some(format!(
+        "Read {} of the {visible} messages on {}: it is a FIFO queue, and SQS gives no later message \
+         of a group while an earlier one is being read, so only the first of each group were seen. \
+         To see them all, move them to a file (`opsrelay dlq export --dlq URL --to FILE --delete`), \
+         look at it with `--file FILE`, and send them on with `opsrelay dlq import --from FILE --to URL`.",
+        counts.read, queue.url
+    ))
+}
+
+fn warn(warning: Option<String>) {
+    if let Some(warning) = warning {
+        eprintln!("{warning}");
     }
 }
 

@@ -4,6 +4,17 @@
 use aws_sdk_sqs::config::http::HttpResponse;
 use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
 
+/// SQS's codes for a KMS key that throttled a call (with and without its query-compatible header):
+/// the only KMS error that another try may get past.
+const KMS_THROTTLED: [&str; 2] = ["KMS.ThrottlingException", "KmsThrottled"];
+
+/// Whether SQS's error `code` is the queue's KMS key refusing: `KMS.DisabledException` and the like
+/// (SQS's query-compatible codes, which the SDK reads), or `KmsDisabled` and the like (the JSON type
+/// alone).
+fn is_kms(code: &str) -> bool {
+    code.starts_with("KMS.") || code.starts_with("Kms")
+}
+
 /// A `dlq` command that could not go on.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -72,7 +83,11 @@ impl Error {
                 _ => crate::aws::describe(error),
             },
         };
-        let hint = if code.contains("AccessDenied") {
+        let hint = if is_kms(code) {
+            " (the queue's KMS key refused: the identity you run as needs kms:GenerateDataKey on it \
+             to send and kms:Decrypt to receive, and the key must be enabled and exist)"
+                .to_string()
+        } else if code.contains("AccessDenied") {
             format!(" (missing permission: grant {action} on {target} to the identity you run as)")
         } else if code.contains("NonExistentQueue") || code.contains("QueueDoesNotExist") {
             " (queue not found: check the URL, and the region in AWS_REGION)".to_string()
@@ -106,7 +121,7 @@ impl Error {
                 code.contains("AccessDenied")
                     || code.contains("NonExistentQueue")
                     || code.contains("QueueDoesNotExist")
-                    || code.starts_with("Kms")
+                    || (is_kms(code) && !KMS_THROTTLED.contains(&code))
                     || code == "InvalidSecurity"
             }
         }
@@ -128,5 +143,52 @@ impl Error {
             path: path.display().to_string(),
             error: error.to_string(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_sqs::error::ErrorMetadata;
+    use aws_sdk_sqs::operation::send_message_batch::SendMessageBatchError;
+    use aws_smithy_runtime_api::http::StatusCode;
+    use aws_smithy_types::body::SdkBody;
+
+    fn refused(code: &str) -> SdkError<SendMessageBatchError, HttpResponse> {
+        let metadata = ErrorMetadata::builder()
+            .code(code)
+            .message("refused")
+            .build();
+        let response = HttpResponse::new(StatusCode::try_from(400).unwrap(), SdkBody::empty());
+        SdkError::service_error(SendMessageBatchError::generic(metadata), response)
+    }
+
+    #[test]
+    fn a_kms_key_that_refuses_stops_the_run_and_names_the_kms_actions() {
+        for code in [
+            "KMS.AccessDeniedException",
+            "KMS.DisabledException",
+            "KMS.NotFoundException",
+            "KmsAccessDenied",
+        ] {
+            let error = refused(code);
+            assert!(Error::stops_the_run(&error), "{code}");
+            let text = Error::aws("sqs:SendMessage", "ops", &error).to_string();
+            assert!(text.contains("kms:GenerateDataKey"), "{text}");
+            assert!(!text.contains("grant sqs:SendMessage"), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_kms_key_that_throttles_does_not_stop_the_run() {
+        for code in KMS_THROTTLED {
+            assert!(!Error::stops_the_run(&refused(code)), "{code}");
+        }
+    }
+
+    #[test]
+    fn a_denied_call_names_the_iam_action() {
+        let text = Error::aws("sqs:SendMessage", "ops", &refused("AccessDenied")).to_string();
+        assert!(text.contains("grant sqs:SendMessage on ops"), "{text}");
     }
 }

@@ -199,14 +199,17 @@ impl Letter {
         }
     }
 
-    /// The deduplication id of its `redrives`th redrive: the message id and the count, when the id is
-    /// one SQS takes (ASCII letters, digits and punctuation) with room for the count. Otherwise (a
-    /// line of the local dead-letter file may have no id) a SHA-256 of the id and the body, with the
-    /// line number when read from a file (two lines may hold the same body), and the count: never cut
-    /// or filtered, which would give two messages the same id and have SQS drop all but the first.
+    /// The deduplication id of its `redrives`th redrive. Read from a queue: the message id and the
+    /// count, when the id is one SQS takes (ASCII letters, digits and punctuation) with room for the
+    /// count. Read from a file (`line`: its line number), or with an id SQS would not take: a SHA-256
+    /// of the id and the body, the line number for a file, and the count. A file's ids are not unique
+    /// (the local run's dead-letter file repeats the ids of its event files, and may have none), and
+    /// an id is never cut or filtered: either would give two messages one id and have SQS drop all
+    /// but the first.
     fn deduplication_id(&self, redrives: u32, line: Option<&str>) -> String {
         let id = format!("{}-{redrives}", self.message_id);
-        if !self.message_id.is_empty()
+        if line.is_none()
+            && !self.message_id.is_empty()
             && self.message_id.chars().all(|c| c.is_ascii_graphic())
             && id.len() <= MAX_DEDUPLICATION_ID
         {
@@ -370,6 +373,23 @@ mod tests {
         assert_ne!(ids[0], ids[1], "different bodies");
         assert_ne!(ids[0], ids[2], "the same body on another line");
         assert_eq!(ids[0], deduplication_id(&first, "1"), "the same on a rerun");
+    }
+
+    #[test]
+    fn lines_that_repeat_a_message_id_get_deduplication_ids_of_their_own() {
+        let local = |body: &str| Letter {
+            message_id: "local-3".into(),
+            body: body.into(),
+            ..letter(0, 0)
+        };
+        let ids = [
+            deduplication_id(&local("{\"id\":\"1\"}"), "1"),
+            deduplication_id(&local("{\"id\":\"2\"}"), "2"),
+            deduplication_id(&local("{\"id\":\"1\"}"), "3"),
+        ];
+        assert_ne!(ids[0], ids[1], "different bodies");
+        assert_ne!(ids[0], ids[2], "the same body on another line");
+        assert_eq!(ids[0], deduplication_id(&local("{\"id\":\"1\"}"), "1"));
     }
 
     #[test]

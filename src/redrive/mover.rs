@@ -142,7 +142,11 @@ pub async fn run(
         halt: stop.child_token(),
         now: Utc::now(),
         budget: plan.max.map(AtomicU64::new),
-        pacer: plan.rate.map(|rate| Pacer::new(rate.into(), BATCH as u32)),
+        // Only what is put is paced: a listing (a dry run) goes at once.
+        pacer: plan
+            .rate
+            .filter(|_| !matches!(destination, Destination::List))
+            .map(|rate| Pacer::new(rate.into(), BATCH as u32)),
         progress,
         state: Mutex::default(),
     };
@@ -312,13 +316,12 @@ impl Mover<'_> {
         if taken.is_empty() {
             return;
         }
-        if let Some(pacer) = &self.pacer {
-            let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
-            for _ in &taken {
-                let _ = pacer.acquire("dlq", far).await;
-            }
-        }
-        let outcome = self.put(&taken).await;
+        // A batch still waiting for its turn under `--rate` is not in flight: a stop leaves it.
+        let outcome = if self.paced(taken.len()).await {
+            self.put(&taken).await
+        } else {
+            Outcome::default()
+        };
         let mut done = Vec::with_capacity(outcome.done.len());
         let mut not_put = Vec::new();
         {
@@ -351,6 +354,23 @@ impl Mover<'_> {
         self.settle(&done, false).await;
         if let Some(error) = outcome.fatal {
             self.end(error);
+        }
+    }
+
+    /// Waits for `count` sends' turns under `--rate`; `false` when the run is stopped meanwhile.
+    async fn paced(&self, count: usize) -> bool {
+        let Some(pacer) = &self.pacer else {
+            return true;
+        };
+        let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
+        let turns = async {
+            for _ in 0..count {
+                let _ = pacer.acquire("dlq", far).await;
+            }
+        };
+        tokio::select! {
+            () = turns => true,
+            () = self.halt.cancelled() => false,
         }
     }
 

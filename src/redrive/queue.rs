@@ -9,7 +9,9 @@ use std::time::Duration;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::config::http::HttpResponse;
 use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_sqs::operation::change_message_visibility_batch::ChangeMessageVisibilityBatchOutput;
+use aws_sdk_sqs::operation::change_message_visibility_batch::{
+    ChangeMessageVisibilityBatchError, ChangeMessageVisibilityBatchOutput,
+};
 use aws_sdk_sqs::operation::delete_message_batch::DeleteMessageBatchOutput;
 use aws_sdk_sqs::operation::send_message_batch::SendMessageBatchOutput;
 use aws_sdk_sqs::types::{
@@ -137,7 +139,19 @@ impl Queue {
     /// could not be hidden comes back when its receive's visibility ends, and is hidden again when
     /// read; an error that every later call would share is returned.
     pub async fn hide(&self, handles: &[String], hold: Duration) -> Result<(), Error> {
-        let failed = self.set_visibility(handles, hold).await?;
+        let mut failed = 0;
+        for chunk in handles.chunks(BATCH) {
+            failed += match self.set_visibility(chunk, hold).await {
+                Ok(failed) => failed,
+                Err(e) if Error::stops_the_run(&e) => {
+                    return Err(Error::aws("sqs:ChangeMessageVisibility", &self.url, &e));
+                }
+                Err(e) => {
+                    tracing::debug!(error = %crate::aws::describe(&e), "Changing visibility failed.");
+                    chunk.len()
+                }
+            };
+        }
         if failed > 0 {
             tracing::warn!(
                 queue = %self.url,
@@ -148,61 +162,67 @@ impl Queue {
         Ok(())
     }
 
-    /// Makes the messages of these receipt handles visible again at once, ten a call. A failure only
-    /// means they come back when their visibility timeout ends.
+    /// Makes the messages of these receipt handles visible again at once, ten a call. A call that
+    /// fails without an answer (the network) is tried once more, and the next ten are tried whatever
+    /// happened to these; only an answer that every call would share (no permission, no queue) ends
+    /// it. A failure only means that those messages come back when their visibility timeout ends.
     pub async fn release(&self, handles: &[String]) {
-        let failed = match self.set_visibility(handles, Duration::ZERO).await {
-            Ok(failed) => failed,
-            Err(error) => {
-                tracing::debug!(%error, "Giving visibility back failed.");
-                handles.len()
+        let (mut failed, mut refused) = (0, None);
+        for (i, chunk) in handles.chunks(BATCH).enumerate() {
+            let mut result = self.set_visibility(chunk, Duration::ZERO).await;
+            if result.as_ref().is_err_and(|e| e.code().is_none()) {
+                result = self.set_visibility(chunk, Duration::ZERO).await;
             }
-        };
+            match result {
+                Ok(count) => failed += count,
+                Err(e) if Error::stops_the_run(&e) && e.code().is_some() => {
+                    failed += handles.len() - i * BATCH;
+                    refused = Some(Error::aws("sqs:ChangeMessageVisibility", &self.url, &e));
+                    break;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %crate::aws::describe(&e), "Giving visibility back failed.");
+                    failed += chunk.len();
+                }
+            }
+        }
         if failed > 0 {
+            let why = refused.map_or_else(|| "the calls failed".to_string(), |e| e.to_string());
             tracing::warn!(
                 queue = %self.url,
                 failed,
-                "Could not give some messages their visibility back (needs sqs:ChangeMessageVisibility); they come back when their visibility timeout ends."
+                "Could not give some messages their visibility back ({why}); they come back when their visibility timeout ends."
             );
         }
     }
 
-    /// Sets the visibility timeout of the messages of these receipt handles to `timeout` from now,
-    /// ten a call; how many could not be changed, or the error that every later call would share.
-    async fn set_visibility(&self, handles: &[String], timeout: Duration) -> Result<usize, Error> {
-        let mut failed = 0;
-        for chunk in handles.chunks(BATCH) {
-            let entries = chunk
-                .iter()
-                .enumerate()
-                .filter_map(|(i, handle)| {
-                    ChangeMessageVisibilityBatchRequestEntry::builder()
-                        .id(i.to_string())
-                        .receipt_handle(handle)
-                        .visibility_timeout(timeout.as_secs() as i32)
-                        .build()
-                        .ok()
-                })
-                .collect();
-            let result = self
-                .client
-                .change_message_visibility_batch()
-                .queue_url(&self.url)
-                .set_entries(Some(entries))
-                .send()
-                .await;
-            failed += match result {
-                Ok(output) => chunk.len() - went_through(&output, chunk.len()).len(),
-                Err(e) if Error::stops_the_run(&e) => {
-                    return Err(Error::aws("sqs:ChangeMessageVisibility", &self.url, &e));
-                }
-                Err(e) => {
-                    tracing::debug!(error = %crate::aws::describe(&e), "Changing visibility failed.");
-                    chunk.len()
-                }
-            };
-        }
-        Ok(failed)
+    /// Sets the visibility timeout of the messages of up to ten receipt handles to `timeout` from
+    /// now, in one call; how many could not be changed, or the call's error.
+    async fn set_visibility(
+        &self,
+        handles: &[String],
+        timeout: Duration,
+    ) -> Result<usize, SdkError<ChangeMessageVisibilityBatchError, HttpResponse>> {
+        let entries = handles
+            .iter()
+            .enumerate()
+            .filter_map(|(i, handle)| {
+                ChangeMessageVisibilityBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(handle)
+                    .visibility_timeout(timeout.as_secs() as i32)
+                    .build()
+                    .ok()
+            })
+            .collect();
+        let output = self
+            .client
+            .change_message_visibility_batch()
+            .queue_url(&self.url)
+            .set_entries(Some(entries))
+            .send()
+            .await?;
+        Ok(handles.len() - went_through(&output, handles.len()).len())
     }
 
     /// Sends up to ten messages in one call; entries that fail, or all of them when the call fails,
