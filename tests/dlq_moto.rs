@@ -1028,6 +1028,7 @@ fn export_line(seq: usize, body: String, group: Option<&str>) -> String {
             .unwrap(),
         )]),
         failure: failure_record(seq),
+        unread_failure: None,
         sent_at: None,
         receive_count: None,
         message_group_id: group.map(str::to_string),

@@ -122,6 +122,7 @@ fn queue(client: &Client, url: &str, arn: &str) -> Queue {
         url: url.into(),
         arn: arn.into(),
         fifo: false,
+        max_message_bytes: None,
     }
 }
 

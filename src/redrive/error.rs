@@ -87,6 +87,13 @@ impl Error {
             " (the queue's KMS key refused: the identity you run as needs kms:GenerateDataKey on it \
              to send and kms:Decrypt to receive, and the key must be enabled and exist)"
                 .to_string()
+        } else if code == "OverLimit" {
+            " (SQS's limit of about 120,000 messages in flight on one queue: a run keeps each message \
+             it reads and does not take hidden until it ends, so that it ends. What it moved stays \
+             moved and the rest is given back. Narrow the filter, or move the DLQ to a file with \
+             `opsrelay dlq export --delete` and `opsrelay dlq import` from it with the filter: a \
+             file has no such limit)"
+                .to_string()
         } else if code.contains("AccessDenied") {
             format!(" (missing permission: grant {action} on {target} to the identity you run as)")
         } else if code.contains("NonExistentQueue") || code.contains("QueueDoesNotExist") {
@@ -184,6 +191,13 @@ mod tests {
         for code in KMS_THROTTLED {
             assert!(!Error::stops_the_run(&refused(code)), "{code}");
         }
+    }
+
+    #[test]
+    fn a_dlq_too_large_for_the_filter_says_how_to_go_on() {
+        let text = Error::aws("sqs:ReceiveMessage", "dlq", &refused("OverLimit")).to_string();
+        assert!(text.contains("120,000 messages in flight"), "{text}");
+        assert!(text.contains("export --delete"), "{text}");
     }
 
     #[test]

@@ -34,6 +34,10 @@ pub struct Letter {
     /// Why it failed; `None` for a message that SQS moved after `maxReceiveCount` receives.
     #[serde(default)]
     pub failure: Option<FailureRecord>,
+    /// The `opsrelay-failure` attribute as it was, when it is not a record this version can read
+    /// (written by a newer version, or another tool): kept in an export, never sent back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unread_failure: Option<String>,
     /// When SQS accepted it (a message moved by SQS keeps its original time).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sent_at: Option<DateTime<Utc>>,
@@ -55,8 +59,32 @@ pub struct Outgoing {
     pub attributes: HashMap<String, MessageAttributeValue>,
     /// FIFO destinations only: the letter's group and a deduplication id unique to this redrive.
     pub fifo: Option<(String, String)>,
-    /// `false` when the message already has 10 attributes: SQS has no room for the counter.
+    /// `false` when SQS has no room for the counter: the message already has 10 attributes, or
+    /// would be too large with it.
     pub counted: bool,
+}
+
+impl Outgoing {
+    /// Its size as SQS counts it: the body, and each attribute's name, type and value.
+    fn bytes(&self) -> usize {
+        let attributes = self.attributes.iter().map(|(name, value)| {
+            let data = value.string_value().map_or(0, str::len)
+                + value.binary_value().map_or(0, |b| b.as_ref().len());
+            name.len() + value.data_type().len() + data
+        });
+        self.body.len() + attributes.sum::<usize>()
+    }
+
+    /// Without the redrive counter when only the counter would make it larger than `max_bytes`
+    /// (a message that SQS moved itself may be as large as the queue takes): sent as it was, rather
+    /// than refused on every run.
+    pub fn fit(mut self, max_bytes: Option<usize>) -> Self {
+        if self.counted && max_bytes.is_some_and(|max| self.bytes() > max) {
+            self.attributes.remove(REDRIVE_ATTRIBUTE);
+            self.counted = false;
+        }
+        self
+    }
 }
 
 impl Letter {
@@ -65,26 +93,27 @@ impl Letter {
         let mut record = crate::worker::lambda_record(message);
         let delivery = Delivery::of(&record);
         // Always taken off: it belongs to the dead letter, never to the message sent back, even when
-        // it is not a record this version can read.
-        let failure = record
-            .message_attributes
-            .remove(FAILURE_ATTRIBUTE)
-            .and_then(|attribute| {
-                let json = attribute.string_value.unwrap_or_default();
-                serde_json::from_str::<FailureRecord>(&json)
-                    .inspect_err(|error| {
-                        tracing::warn!(
-                            message_id = %delivery.message_id,
-                            "{FAILURE_ATTRIBUTE} is not a failure record ({error}): shown as {NO_REASON:?}, and not sent back."
-                        );
-                    })
-                    .ok()
-            });
+        // it is not a record this version can read (then kept as it was, for an export).
+        let (mut failure, mut unread_failure) = (None, None);
+        if let Some(attribute) = record.message_attributes.remove(FAILURE_ATTRIBUTE) {
+            let json = attribute.string_value.unwrap_or_default();
+            match serde_json::from_str::<FailureRecord>(&json) {
+                Ok(record) => failure = Some(record),
+                Err(error) => {
+                    tracing::warn!(
+                        message_id = %delivery.message_id,
+                        "{FAILURE_ATTRIBUTE} is not a failure record ({error}): shown as {NO_REASON:?}, kept as it is in an export, and not sent back."
+                    );
+                    unread_failure = Some(json);
+                }
+            }
+        }
         Letter {
             message_id: delivery.message_id,
             body: record.body.unwrap_or_default(),
             message_attributes: record.message_attributes.into_iter().collect(),
             failure,
+            unread_failure,
             sent_at: delivery.sent_at,
             receive_count: Some(delivery.receive_count),
             message_group_id: delivery.group_id,
@@ -145,16 +174,22 @@ impl Letter {
     }
 
     /// The message's attributes as it was sent, with the ones kept inside the failure record (when
-    /// there was no room beside it) put back.
+    /// there was no room beside it) put back: from a record this version cannot read too, as long
+    /// as it is JSON with `dropped_attributes`.
     fn original_attributes(&self) -> BTreeMap<String, SqsMessageAttribute> {
         let mut attributes = self.message_attributes.clone();
+        let unread = self.unread_failure.as_deref().and_then(|json| {
+            let mut record = serde_json::from_str::<serde_json::Value>(json).ok()?;
+            serde_json::from_value(record.get_mut("dropped_attributes")?.take()).ok()
+        });
         let dropped = self
             .failure
             .as_ref()
-            .and_then(|f| f.dropped_attributes.as_ref());
+            .and_then(|f| f.dropped_attributes.clone())
+            .or(unread);
         for (name, value) in dropped.into_iter().flatten() {
-            if let Ok(value) = serde_json::from_value(value.clone()) {
-                attributes.entry(name.clone()).or_insert(value);
+            if let Ok(value) = serde_json::from_value(value) {
+                attributes.entry(name).or_insert(value);
             }
         }
         attributes
@@ -313,6 +348,18 @@ mod tests {
     }
 
     #[test]
+    fn a_message_that_only_the_counter_would_make_too_large_goes_back_without_it() {
+        let outgoing = letter(2, 0).outgoing(false, None);
+        let with_counter = outgoing.bytes();
+        let without = outgoing.clone().fit(Some(with_counter - 1));
+        assert!(!without.counted);
+        assert!(!without.attributes.contains_key(REDRIVE_ATTRIBUTE));
+        assert_eq!(without.attributes.len(), 2, "its own attributes stay");
+        let fits = outgoing.fit(Some(with_counter));
+        assert!(fits.counted && fits.attributes.contains_key(REDRIVE_ATTRIBUTE));
+    }
+
+    #[test]
     fn a_counter_kept_inside_the_failure_record_still_counts() {
         let mut letter = letter(9, 0);
         let counter = json!({"dataType": "Number", "stringValue": "2"});
@@ -350,6 +397,35 @@ mod tests {
         let sent = letter.outgoing(false, None).attributes;
         assert!(!sent.contains_key(FAILURE_ATTRIBUTE), "{sent:?}");
         assert!(sent.contains_key("trace"), "its own attributes go back");
+    }
+
+    #[test]
+    fn a_failure_record_this_version_cannot_read_is_exported_as_it_was_and_its_attributes_go_back()
+    {
+        let newer = json!({
+            "class": "a class of a later version", "code": "x", "reason": "y",
+            "dropped_attributes": {"a09": {"dataType": "String", "stringValue": "9"}}
+        })
+        .to_string();
+        let failure = MessageAttributeValue::builder()
+            .data_type("String")
+            .string_value(&newer)
+            .build()
+            .unwrap();
+        let message = Message::builder()
+            .message_id("m-1")
+            .body("{}")
+            .message_attributes(FAILURE_ATTRIBUTE, failure)
+            .build();
+        let letter = Letter::from_sqs(&message);
+        assert_eq!(letter.failure, None);
+        let line: serde_json::Value = serde_json::to_value(&letter).unwrap();
+        assert_eq!(line["unread_failure"], newer.as_str(), "{line}");
+        let read_back: Letter = serde_json::from_value(line).unwrap();
+        assert_eq!(read_back.unread_failure.as_deref(), Some(newer.as_str()));
+        let sent = letter.outgoing(false, None).attributes;
+        assert_eq!(sent["a09"].string_value(), Some("9"));
+        assert!(!sent.contains_key(FAILURE_ATTRIBUTE));
     }
 
     /// The deduplication id of `letter`'s next redrive to a FIFO queue, read from `line` of a file.

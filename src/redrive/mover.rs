@@ -80,7 +80,8 @@ pub struct Counts {
     /// Put earlier in this run but came back (a delete that failed or came too late): removed
     /// without being put again.
     pub removed_again: u64,
-    /// Sent without the redrive counter: the message has SQS's maximum of 10 attributes.
+    /// Sent without the redrive counter: the message has SQS's maximum of 10 attributes, or would
+    /// be too large for the destination with it.
     pub without_counter: u64,
 }
 
@@ -462,7 +463,10 @@ impl Mover<'_> {
             Destination::Queue(queue) => {
                 let outgoing: Vec<_> = letters
                     .iter()
-                    .map(|l| l.outgoing(queue.fifo, self.line(l)))
+                    .map(|l| {
+                        l.outgoing(queue.fifo, self.line(l))
+                            .fit(queue.max_message_bytes)
+                    })
                     .collect();
                 let outcome = queue.send(&outgoing).await;
                 let uncounted = outcome

@@ -32,6 +32,8 @@ pub struct Queue {
     pub url: String,
     pub arn: String,
     pub fifo: bool,
+    /// The largest message it takes (`MaximumMessageSize`), in bytes, when SQS said.
+    pub max_message_bytes: Option<usize>,
 }
 
 /// Messages on a queue, as SQS counts them (approximately).
@@ -60,19 +62,19 @@ impl Queue {
             .get_queue_attributes()
             .queue_url(url)
             .attribute_names(QueueAttributeName::QueueArn)
+            .attribute_names(QueueAttributeName::MaximumMessageSize)
             .send()
             .await
             .map_err(|e| Error::aws("sqs:GetQueueAttributes", url, &e))?;
-        let arn = output
-            .attributes()
-            .and_then(|a| a.get(&QueueAttributeName::QueueArn))
-            .cloned()
-            .unwrap_or_default();
+        let attribute = |name| output.attributes().and_then(|a| a.get(&name)).cloned();
+        let arn = attribute(QueueAttributeName::QueueArn).unwrap_or_default();
         Ok(Queue {
             client: client.clone(),
             url: url.to_string(),
             fifo: url.ends_with(".fifo") || arn.ends_with(".fifo"),
             arn,
+            max_message_bytes: attribute(QueueAttributeName::MaximumMessageSize)
+                .and_then(|size| size.parse().ok()),
         })
     }
 
