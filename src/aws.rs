@@ -58,8 +58,14 @@ pub fn describe(error: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// Whether a configured value names a Secrets Manager secret instead of holding the value.
+/// Every partition's (`aws`, `aws-cn`, `aws-us-gov`, …) ARN counts.
 pub fn is_secret_arn(value: &str) -> bool {
-    value.starts_with("arn:aws:secretsmanager:")
+    value
+        .strip_prefix("arn:")
+        .and_then(|rest| rest.split_once(':'))
+        .is_some_and(|(partition, rest)| {
+            partition.starts_with("aws") && rest.starts_with("secretsmanager:")
+        })
 }
 
 /// The string value of a Secrets Manager secret.
@@ -82,4 +88,27 @@ pub async fn fetch_secret(
         .secret_string
         .map(Secret::new)
         .ok_or_else(|| format!("secret {arn} has no string value: store it as text or JSON"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_arns_of_every_partition_are_recognised() {
+        for arn in [
+            "arn:aws:secretsmanager:eu-west-1:123456789012:secret:hook-AbCdEf",
+            "arn:aws-us-gov:secretsmanager:us-gov-west-1:123456789012:secret:hook-AbCdEf",
+            "arn:aws-cn:secretsmanager:cn-north-1:123456789012:secret:hook-AbCdEf",
+        ] {
+            assert!(is_secret_arn(arn), "{arn}");
+        }
+        for value in [
+            "arn:aws:sqs:eu-west-1:123456789012:ops",
+            "https://hooks.slack.com/services/T/B/X",
+            "postgres://db/app",
+        ] {
+            assert!(!is_secret_arn(value), "{value}");
+        }
+    }
 }

@@ -146,15 +146,28 @@ pub async fn run(relay: &Relay) -> Report {
                     .map_err(|e| e.to_string())
             })
             .await;
-        for rule in relay.rules().iter() {
+        let rules = relay.rules();
+        for rule in rules.iter() {
             if let Some(query) = &rule.query {
                 report
                     .run(format!("query of rule {}", rule.name), async {
-                        database
-                            .prepare(query)
-                            .await
-                            .map(|()| "prepared (not run)".to_string())
-                            .map_err(|e| e.to_string())
+                        let columns = database.prepare(query).await.map_err(|e| e.to_string())?;
+                        let unknown = rules.templates.unknown_names(&rule.template, &columns);
+                        if unknown.is_empty() {
+                            return Ok(format!(
+                                "prepared (not run); its columns are all the templates read: {}",
+                                columns.join(", ")
+                            ));
+                        }
+                        let reads: Vec<String> = unknown
+                            .iter()
+                            .map(|(template, names)| format!("{template} reads {}", names.join(", ")))
+                            .collect();
+                        Err(format!(
+                            "{}, which the query does not return (it returns {}): every event of the rule would fail to render; fix the template or the query",
+                            reads.join("; "),
+                            columns.join(", ")
+                        ))
                     })
                     .await;
             }

@@ -175,8 +175,10 @@ impl Database {
                 (Pools::Postgres(pool), Some(host), port)
             }
             "mysql" | "mariadb" => {
-                let url = url.replacen("mariadb:", "mysql:", 1);
-                let mut options = MySqlConnectOptions::from_str(&url).map_err(invalid)?;
+                let rewritten = url.replacen("mariadb:", "mysql:", 1);
+                let mut options = MySqlConnectOptions::from_str(&rewritten).map_err(|e| {
+                    DatabaseUrlError::Url(scrub(&scrub(&e.to_string(), &rewritten), url))
+                })?;
                 let identity = matches!(options.get_ssl_mode(), MySqlSslMode::VerifyIdentity);
                 match (&settings.ca_file, by_address) {
                     (Some(ca), true) => {
@@ -207,8 +209,10 @@ impl Database {
                     .connect_lazy_with(options);
                 (Pools::Sqlite(pool), None, 0)
             }
-            other => {
-                return Err(DatabaseUrlError::Url(format!("unknown scheme {other:?}")));
+            // The value is a secret: none of it is shown, not even what stands for a scheme (a
+            // password alone, a key=value DSN).
+            _ => {
+                return Err(DatabaseUrlError::Url("no known scheme".into()));
             }
         };
         let protocol = match &pools {
@@ -400,13 +404,21 @@ impl Database {
     }
 
     /// Prepares (never runs) a query, to check it against the real schema.
-    pub async fn prepare(&self, query: &Arc<str>) -> Result<(), LookupError> {
+    pub async fn prepare(&self, query: &Arc<str>) -> Result<Vec<String>, LookupError> {
         let address = self.route().await?;
         let sql = AssertSqlSafe(query.clone()).into_sql_str();
+        fn names<S: sqlx::Statement>(statement: S) -> Vec<String> {
+            use sqlx::Column;
+            statement
+                .columns()
+                .iter()
+                .map(|c| c.name().to_string())
+                .collect()
+        }
         let result = match &self.pools {
-            Pools::Postgres(pool) => pool.prepare(sql).await.map(drop),
-            Pools::MySql(pool) => pool.prepare(sql).await.map(drop),
-            Pools::Sqlite(pool) => pool.prepare(sql).await.map(drop),
+            Pools::Postgres(pool) => pool.prepare(sql).await.map(names),
+            Pools::MySql(pool) => pool.prepare(sql).await.map(names),
+            Pools::Sqlite(pool) => pool.prepare(sql).await.map(names),
         };
         self.settle_address(address, result.as_ref().err());
         result.map_err(|e| Failed::Sql(e).into_lookup("(check)"))
@@ -675,4 +687,27 @@ fn join(refusals: &[String], last: String) -> String {
 /// Removes the URL (and so any password in it) from an error text.
 fn scrub(message: &str, url: &str) -> String {
     message.replace(url, "[redacted]")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_database_url_that_is_not_one_is_refused_without_showing_any_of_it() {
+        let settings = crate::config::Settings::from_lookup(|_| None).unwrap().db;
+        for value in [
+            "s3cret-password",
+            "host=db user=ro password=s3cret dbname=app",
+            "ftp://ro:s3cret@db/app",
+        ] {
+            let url = Secret::new(value.to_string());
+            let error = Database::connect_lazy(&url, &settings)
+                .map(|_| ())
+                .unwrap_err()
+                .to_string();
+            assert!(!error.contains("s3cret"), "{error}");
+            assert!(error.contains("use postgres://"), "{error}");
+        }
+    }
 }

@@ -44,6 +44,18 @@ pub struct MessageTemplate {
     pub blocks: Vec<BlockTemplate>,
 }
 
+impl MessageTemplate {
+    /// The names of its templates: the text's, then each block's.
+    pub fn names(&self) -> impl Iterator<Item = &String> {
+        std::iter::once(&self.text).chain(self.blocks.iter().flat_map(|block| match block {
+            BlockTemplate::Header(name) => vec![name],
+            BlockTemplate::Section { text, fields } => text.iter().chain(fields).collect(),
+            BlockTemplate::Context(names) => names.iter().collect(),
+            BlockTemplate::Divider => vec![],
+        }))
+    }
+}
+
 /// One block of a message, each text a template name.
 #[derive(Clone, Debug)]
 pub enum BlockTemplate {
@@ -100,6 +112,36 @@ impl Templates {
         self.env
             .add_template_owned(name, source)
             .map_err(|e| describe(&e))
+    }
+
+    /// For `opsrelay doctor`: each template of `template` that reads a name a record of `columns`
+    /// does not give (nor `row`, `event` or a function of the environment), with those names.
+    /// Rendering such a template fails on every event, unless it only reads the name where it checks
+    /// for it (`is defined`).
+    pub fn unknown_names(
+        &self,
+        template: &MessageTemplate,
+        columns: &[String],
+    ) -> Vec<(String, Vec<String>)> {
+        let known = |name: &String| {
+            columns.contains(name)
+                || name == "row"
+                || name == "event"
+                || self.env.globals().any(|(global, _)| global == name)
+        };
+        template
+            .names()
+            .filter_map(|name| {
+                let read = self
+                    .env
+                    .get_template(name)
+                    .ok()?
+                    .undeclared_variables(false);
+                let mut unknown: Vec<String> = read.into_iter().filter(|n| !known(n)).collect();
+                unknown.sort();
+                (!unknown.is_empty()).then(|| (name.clone(), unknown))
+            })
+            .collect()
     }
 
     /// Renders a message for `context` (the record's columns, `row` and `event`).

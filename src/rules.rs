@@ -141,16 +141,12 @@ impl Rules {
             fix: fix.to_string(),
         };
         let parsed: RulesFile = toml::from_str(source).map_err(|e| {
-            let place = match e.span() {
-                Some(span) => {
-                    let line = source[..span.start].matches('\n').count() + 1;
-                    format!("line {line}")
-                }
-                None => "the file".into(),
-            };
+            let place = e
+                .span()
+                .map_or_else(|| "the file".into(), |span| place_of(source, span.start));
             fail(
                 place,
-                e.message().to_string(),
+                without_strings(e.message()),
                 "correct the key or value named above (the format is in README.md, section Rules)",
             )
         })?;
@@ -316,19 +312,80 @@ fn check_destinations(destinations: &[String]) -> Result<(), (String, &'static s
             "name at least one environment variable that holds a webhook URL",
         ));
     }
-    for name in destinations {
+    for (i, name) in destinations.iter().enumerate() {
         let valid = !name.is_empty()
             && name
                 .chars()
                 .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
-        if !valid {
-            return Err((
-                format!("{name:?} is not an environment variable name"),
-                "name the environment variable that holds the webhook URL, e.g. OPSRELAY_SLACK_WEBHOOK_URL_SALES (never the URL itself)",
-            ));
+        if valid {
+            continue;
         }
+        // A URL here is most likely the webhook itself: a secret, never repeated.
+        let problem = if name.contains(':') || name.contains('/') {
+            format!(
+                "entry {} looks like a URL (not shown), not an environment variable name",
+                i + 1
+            )
+        } else {
+            format!("{name:?} is not an environment variable name")
+        };
+        return Err((
+            problem,
+            "put the webhook URL in an environment variable and name that variable here, e.g. OPSRELAY_SLACK_WEBHOOK_URL_SALES",
+        ));
     }
     Ok(())
+}
+
+/// Where `offset` is in the rules file, for a TOML error: the key on its line (when it has one)
+/// under the table above it, and the line number, e.g. `rules."order.created".text (line 4)`.
+fn place_of(source: &str, offset: usize) -> String {
+    let offset = offset.min(source.len());
+    let number = source[..offset].matches('\n').count() + 1;
+    let before = &source[..offset];
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = source[line_start..]
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim();
+    let table = before[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|header| header.trim_matches(|c| c == '[' || c == ']').trim());
+    if line.starts_with('[') {
+        let header = line.trim_matches(|c| c == '[' || c == ']').trim();
+        return format!("{header} (line {number})");
+    }
+    let key = line
+        .split_once('=')
+        .map(|(key, _)| key.trim())
+        .filter(|key| !key.is_empty());
+    match (table, key) {
+        (Some(table), Some(key)) => format!("{table}.{key} (line {number})"),
+        (None, Some(key)) => format!("{key} (line {number})"),
+        _ => format!("line {number}"),
+    }
+}
+
+/// A TOML or serde message without the string values it may quote (`invalid type: string "…",
+/// expected …`): a value in the wrong place may be a webhook URL.
+fn without_strings(message: &str) -> String {
+    let mut out = String::new();
+    let mut rest = message;
+    while let Some(start) = rest.find("string \"") {
+        out.push_str(&rest[..start]);
+        out.push_str("a string");
+        let value = &rest[start + "string \"".len()..];
+        rest = match value.find("\", ") {
+            Some(end) => &value[end + 1..],
+            None => "",
+        };
+    }
+    out.push_str(rest);
+    out
 }
 
 #[cfg(test)]
@@ -342,7 +399,10 @@ mod tests {
     #[test]
     fn a_misspelt_key_names_the_file_the_line_and_the_key() {
         let text = error("[rules.\"order.created\"]\ntext = \"x\"\ntempalte = \"y\"\n");
-        assert!(text.starts_with("rules file rules.toml: line 3:"), "{text}");
+        assert!(
+            text.starts_with("rules file rules.toml: rules.\"order.created\".tempalte (line 3):"),
+            "{text}"
+        );
         assert!(text.contains("tempalte"), "{text}");
         assert!(text.contains("fix:"), "{text}");
     }
@@ -367,11 +427,36 @@ mod tests {
     }
 
     #[test]
-    fn a_webhook_url_as_a_destination_is_refused() {
+    fn a_webhook_url_as_a_destination_is_refused_without_repeating_it() {
         let text = error(
-            "[rules.\"a.b\"]\ndestinations = [\"https://hooks.slack.com/services/X\"]\ntext = \"x\"\n",
+            "[rules.\"a.b\"]\ndestinations = [\"https://hooks.slack.com/services/T0/B0/SECRET\"]\ntext = \"x\"\n",
         );
         assert!(text.contains("not an environment variable name"), "{text}");
+        assert!(
+            !text.contains("SECRET") && !text.contains("hooks.slack"),
+            "{text}"
+        );
+        let text = error(
+            "[rules.\"a.b\"]\ndestinations = \"https://hooks.slack.com/services/T0/B0/SECRET\"\ntext = \"x\"\n",
+        );
+        assert!(
+            !text.contains("SECRET") && !text.contains("hooks.slack"),
+            "{text}"
+        );
+        assert!(
+            text.contains("rules.\"a.b\".destinations (line 2)"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_names_its_key() {
+        let text = error("[rules.\"a.b\"]\ntext = 5\n");
+        assert!(text.contains("rules.\"a.b\".text (line 2)"), "{text}");
+        assert!(text.contains("expected a string"), "{text}");
+        let text = error("[rules.\"a.b\"]\nquery = \"SELECT 1 WHERE 1 = $1\"\n");
+        assert!(text.contains("rules.\"a.b\" (line 1)"), "{text}");
+        assert!(text.contains("missing field `text`"), "{text}");
     }
 
     #[test]

@@ -75,7 +75,11 @@ impl SlackClient {
         let mut http = reqwest::Client::builder()
             .user_agent(concat!("opsrelay/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_millis(settings.timeout_ms))
-            .pool_idle_timeout(Duration::from_secs(50));
+            .pool_idle_timeout(Duration::from_secs(50))
+            // A redirect would send the message, and the webhook's URL as `Referer`, to another
+            // host: it is refused instead (a permanent failure that names it).
+            .redirect(reqwest::redirect::Policy::none())
+            .referer(false);
         if std::env::var_os("SSL_CERT_FILE").is_none() && std::env::var_os("SSL_CERT_DIR").is_none()
         {
             http = http.tls_backend_preconfigured(built_in_roots_tls());
@@ -140,10 +144,16 @@ impl SlackClient {
             );
             return Err(SlackError::RateLimited { retry_after });
         }
-        let body = response.text().await.unwrap_or_default();
+        let code = if status.is_redirection() {
+            "a redirect, which opsrelay does not follow (it would send the webhook's URL \
+             elsewhere): check the webhook URL, and any proxy between opsrelay and Slack"
+                .to_string()
+        } else {
+            error_code(&response.text().await.unwrap_or_default(), url)
+        };
         Err(SlackError::Rejected {
             status: status.as_u16(),
-            code: error_code(&body, url),
+            code,
         })
     }
 }
@@ -174,7 +184,7 @@ fn error_code(body: &str, url: &str) -> String {
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
     if is_code {
-        return body.to_string();
+        return redact(body, url);
     }
     let excerpt: String = redact(body, url)
         .chars()

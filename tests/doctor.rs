@@ -12,7 +12,9 @@ use common::{Engine, fresh_database, queues, service};
 
 const RULES: &str = "[rules.\"order.created\"]\nquery = \"SELECT customer FROM orders WHERE id = $1\"\nid_type = \"integer\"\ntext = \"{{ customer }}\"\n";
 
-async fn doctor(dns: &DnsServer, ca: &str) -> (Output, String) {
+/// Runs `opsrelay doctor` with `rules`, the database reached through `dns`, TLS verified against
+/// the CA file of the service variable `ca`.
+async fn doctor(dns: &DnsServer, ca: &str, rules: &str) -> (Output, String) {
     let url = fresh_database(Engine::Postgres)
         .await
         .replace("127.0.0.1", &service("OPSRELAY_TEST_DB_NAME"))
@@ -20,7 +22,7 @@ async fn doctor(dns: &DnsServer, ca: &str) -> (Output, String) {
     let slack = SlackStandIn::start(vec![]).await;
     let queues = queues(5, 30).await;
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("rules.toml"), RULES).unwrap();
+    std::fs::write(dir.path().join("rules.toml"), rules).unwrap();
     let env = [
         (
             "OPSRELAY_RULES",
@@ -56,7 +58,7 @@ async fn doctor(dns: &DnsServer, ca: &str) -> (Output, String) {
 #[tokio::test]
 async fn doctor_passes_every_check_when_everything_is_reachable() {
     let dns = DnsServer::start(DnsMode::Answer(vec!["127.0.0.1".parse().unwrap()])).await;
-    let (output, text) = doctor(&dns, "OPSRELAY_TEST_CA_FILE").await;
+    let (output, text) = doctor(&dns, "OPSRELAY_TEST_CA_FILE", RULES).await;
     assert!(output.status.success(), "{text}");
     for line in [
         &format!("ok    dns {}: db.opsrelay.test → 127.0.0.1", dns.address),
@@ -80,7 +82,7 @@ async fn doctor_passes_every_check_when_everything_is_reachable() {
 #[tokio::test]
 async fn doctor_fails_and_names_the_failing_checks() {
     let dns = DnsServer::start(DnsMode::ServFail).await;
-    let (output, text) = doctor(&dns, "OPSRELAY_TEST_OTHER_CA_FILE").await;
+    let (output, text) = doctor(&dns, "OPSRELAY_TEST_OTHER_CA_FILE", RULES).await;
     assert_eq!(output.status.code(), Some(1), "{text}");
     assert!(
         text.contains(&format!("FAIL  dns {}:", dns.address)),
@@ -91,4 +93,18 @@ async fn doctor_fails_and_names_the_failing_checks() {
         "{text}"
     );
     assert!(text.contains("ok    dlq"), "{text}");
+}
+
+#[tokio::test]
+async fn doctor_fails_a_template_that_reads_a_column_the_query_does_not_return() {
+    let dns = DnsServer::start(DnsMode::Answer(vec!["127.0.0.1".parse().unwrap()])).await;
+    let rules = RULES.replace(
+        "{{ customer }}",
+        "{{ customr }} {{ row.customer }} {{ event.id }} {{ range(2) | length }}",
+    );
+    let (output, text) = doctor(&dns, "OPSRELAY_TEST_CA_FILE", &rules).await;
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    let line = "FAIL  query of rule order.created: rules.\"order.created\".text reads customr, \
+                which the query does not return (it returns customer)";
+    assert!(text.contains(line), "missing {line:?} in:\n{text}");
 }

@@ -194,6 +194,21 @@ async fn dead_letters_permanent_slack_errors_at_once_with_the_reason() {
 }
 
 #[tokio::test]
+async fn dead_letters_a_redirect_without_following_it() {
+    let elsewhere = SlackStandIn::start(vec![]).await;
+    let run = setup(vec![Reply::Redirect(elsewhere.url.clone())], &[]).await;
+    let Outcome::DeadLettered(failure) = run.one(1, 10).await else {
+        panic!("a redirect was not dead-lettered")
+    };
+    assert_eq!(failure.code, "slack_rejected");
+    assert!(failure.reason.contains("redirect"), "{}", failure.reason);
+    assert!(
+        elsewhere.requests().is_empty(),
+        "neither the message nor the webhook's URL (as Referer) went to another host"
+    );
+}
+
+#[tokio::test]
 async fn a_dead_letter_keeps_the_body_and_attributes_and_says_why() {
     let run = setup(vec![Reply::Status(404, "no_service")], &[]).await;
     let mut message = record("m-7", &event("order.created", "42"), 2);

@@ -25,6 +25,8 @@ pub enum Reply {
     Slow(Duration),
     /// Close the connection without answering.
     Drop,
+    /// 307 to this URL (a proxy or a moved endpoint).
+    Redirect(String),
 }
 
 /// One request the stand-in got.
@@ -152,6 +154,9 @@ async fn serve(mut stream: TcpStream, state: Arc<Mutex<State>>) {
             Reply::Drop => {
                 state.lock().unwrap().in_flight -= 1;
                 return;
+            }
+            Reply::Redirect(location) => {
+                respond(307, "Temporary Redirect", &[("Location", location)], "")
             }
         };
         state.lock().unwrap().in_flight -= 1;
