@@ -349,8 +349,16 @@ mod tests {
     use super::*;
     use crate::rules::Rules;
 
+    /// Renders the rule `order.created` of `rules_toml` for `ctx`, which gives the columns a query
+    /// of the rule would return.
     fn render(rules_toml: &str, ctx: Value) -> Result<SlackMessage, RenderError> {
-        let rules = Rules::parse("test.toml", rules_toml).unwrap();
+        let header = "[rules.\"order.created\"]\n";
+        let with_query = rules_toml.replacen(
+            header,
+            &format!("{header}query = \"SELECT * FROM orders WHERE id = $1\"\n"),
+            1,
+        );
+        let rules = Rules::parse("test.toml", &with_query).unwrap();
         let rule = rules.get("order.created").unwrap();
         rules.templates.render(&rule.template, &ctx)
     }

@@ -280,12 +280,27 @@ impl Rules {
                     BlockSpec::Divider => BlockTemplate::Divider,
                 });
             }
+            let template = MessageTemplate { text, blocks };
+            if query.is_none()
+                && let Some((key, names)) =
+                    templates.unknown_names(&template, &[]).into_iter().next()
+            {
+                // Without a query there are no columns: such a name fails on every event.
+                return Err(fail(
+                    key,
+                    format!(
+                        "reads {}, but the rule has no query: its templates see only `event` (type, id, occurred_at)",
+                        names.join(", ")
+                    ),
+                    "use event.id and the like, or add a query that returns those columns",
+                ));
+            }
             let rule = Rule {
                 name: name.clone(),
                 query,
                 id_type: spec.id_type.unwrap_or(default_id_type),
                 destinations,
-                template: MessageTemplate { text, blocks },
+                template,
             };
             rules.insert(name, rule);
         }
@@ -446,6 +461,22 @@ mod tests {
         assert!(
             text.contains("rules.\"a.b\".destinations (line 2)"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn a_rule_without_a_query_cannot_read_columns() {
+        let text = error("[rules.\"a.b\"]\ntext = \"{{ event.id }} {{ customer }}\"\n");
+        assert!(
+            text.contains("rules.\"a.b\".text: reads customer, but the rule has no query"),
+            "{text}"
+        );
+        assert!(
+            Rules::parse(
+                "r.toml",
+                "[rules.\"a.b\"]\ntext = \"{{ event.type }} {{ event.id }}\"\n"
+            )
+            .is_ok()
         );
     }
 

@@ -56,6 +56,7 @@ fn only_escaped(text: &str) -> bool {
 
 const RULES: &str = r#"
 [rules."order.created"]
+query = "SELECT customer, note FROM orders WHERE id = $1"
 text = "Order {{ event.id }}: {{ customer }}"
 [[rules."order.created".blocks]]
 type = "header"
