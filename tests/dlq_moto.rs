@@ -20,7 +20,7 @@ use futures::StreamExt;
 use opsrelay::dlq::DEFAULT_GROUP;
 use opsrelay::failure::{FAILURE_ATTRIBUTE, FailureClass, FailureRecord};
 use opsrelay::redrive::Error;
-use opsrelay::redrive::cli::destination_of;
+use opsrelay::redrive::cli::{destination_of, native_destination};
 use opsrelay::redrive::file::{AppendFile, FileSource};
 use opsrelay::redrive::filter::{Class, Filter};
 use opsrelay::redrive::letter::{Letter, REDRIVE_ATTRIBUTE};
@@ -948,6 +948,34 @@ async fn a_queue_that_no_redrive_policy_names_is_not_a_dlq() {
         "{error}"
     );
     assert!(error.to_string().contains("--to"), "{error}");
+}
+
+#[tokio::test]
+async fn a_native_redrive_names_the_one_source_queue_so_that_opsrelays_own_dead_letters_move_too() {
+    let queues = queues(5, 30).await;
+    let dlq = Queue::open(&queues.client, &queues.dlq).await.unwrap();
+    let destination = native_destination(&dlq, None).await.unwrap();
+    assert_eq!(destination.map(|q| q.url), Some(queues.source.clone()));
+    // A second queue with the same DLQ: each message goes back to its source, as SQS knows it.
+    let policy = serde_json::json!({"deadLetterTargetArn": dlq.arn, "maxReceiveCount": "5"});
+    queues
+        .client
+        .create_queue()
+        .queue_name(common::unique("second"))
+        .attributes(QueueAttributeName::RedrivePolicy, policy.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert!(native_destination(&dlq, None).await.unwrap().is_none());
+    let source = Queue::open(&queues.client, &queues.source).await.unwrap();
+    let error = native_destination(&source, None)
+        .await
+        .map(|_| ())
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("is not a dead-letter queue"),
+        "{error}"
+    );
 }
 
 #[tokio::test]

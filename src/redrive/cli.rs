@@ -527,11 +527,7 @@ fn print_messages(report: &Report, output: Output) {
 }
 
 async fn start_native(dlq: &Queue, to: Option<&str>, rate: Option<u32>) -> Result<ExitCode, Error> {
-    let destination = match to {
-        Some(_) => Some(destination_of(dlq, to).await?),
-        None if dlq.sources().await?.is_empty() => return Err(Error::NotADlq(dlq.url.clone())),
-        None => None,
-    };
+    let destination = native_destination(dlq, to).await?;
     let handle = native::start(dlq, destination.as_ref(), rate).await?;
     println!(
         "Started message move task {handle} from {} to {}{}. `opsrelay dlq tasks` shows its progress; `opsrelay dlq cancel` stops it.",
@@ -542,6 +538,21 @@ async fn start_native(dlq: &Queue, to: Option<&str>, rate: Option<u32>) -> Resul
         rate.map_or(String::new(), |r| format!(" at {r} messages a second")),
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The destination of a native redrive: `to`, or the one queue whose redrive policy names the DLQ,
+/// named: SQS knows no source for the dead letters that opsrelay sends itself (or SNS does), which
+/// a task without a destination would fail to move. `None` (each message back to its source, as SQS
+/// knows it) only for a DLQ of several queues.
+pub async fn native_destination(dlq: &Queue, to: Option<&str>) -> Result<Option<Queue>, Error> {
+    if to.is_some() {
+        return destination_of(dlq, to).await.map(Some);
+    }
+    match dlq.sources().await?.len() {
+        0 => Err(Error::NotADlq(dlq.url.clone())),
+        1 => destination_of(dlq, None).await.map(Some),
+        _ => Ok(None),
+    }
 }
 
 /// The destination of a redrive: `to`, or the one queue whose redrive policy names the DLQ; never the
