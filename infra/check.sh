@@ -7,7 +7,8 @@
 #      condition true, so that the optional resources (VPC endpoints, KMS statements) are scanned too.
 #   3. infra/test_stack.py: the translated template's settings, then the messaging part deployed to
 #      moto (at $OPSRELAY_TEST_AWS_ENDPOINT, or a moto_server it starts and stops).
-#   4. infra/package.sh: puts rules.toml beside bootstrap, and fails clearly when bootstrap is missing.
+#   4. infra/package.sh: puts rules.toml (and a CA bundle) beside bootstrap, and fails clearly when
+#      bootstrap is missing.
 #
 # Prints one line per check, then "N passed, N failed"; exits 1 if anything failed.
 #
@@ -136,6 +137,15 @@ if (unset CARGO_TARGET_DIR; OPSRELAY_SKIP_BUILD=1 bash "$work/repo/infra/package
     pass "package.sh puts the rules beside bootstrap as rules.toml"
 else
     fail "package.sh puts the rules beside bootstrap as rules.toml" "$work/package.log"
+fi
+printf -- '-----BEGIN CERTIFICATE-----\nstand-in\n-----END CERTIFICATE-----\n' >"$work/global-bundle.pem"
+if (unset CARGO_TARGET_DIR; OPSRELAY_SKIP_BUILD=1 OPSRELAY_DB_CA_BUNDLE="$work/global-bundle.pem" \
+    bash "$work/repo/infra/package.sh" "$work/rules.toml") >"$work/package.log" 2>&1 &&
+    cmp -s "$work/global-bundle.pem" "$work/repo/target/lambda/opsrelay-lambda/global-bundle.pem" &&
+    grep -q "DatabaseCaBundle=global-bundle.pem" "$work/package.log"; then
+    pass "package.sh puts the database's CA bundle beside bootstrap and names the parameter"
+else
+    fail "package.sh puts the database's CA bundle beside bootstrap and names the parameter" "$work/package.log"
 fi
 
 echo "$passed passed, $failed failed"

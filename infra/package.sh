@@ -4,6 +4,9 @@
 #
 # Usage: bash infra/package.sh RULES_FILE [cargo lambda build options, e.g. --arm64]
 #   OPSRELAY_SKIP_BUILD=1  package a bootstrap built before, without building.
+#   OPSRELAY_DB_CA_BUNDLE=FILE  put the database's CA bundle (a .pem; for RDS, the region's bundle
+#                          from AWS) beside bootstrap too; set the template's DatabaseCaBundle to its
+#                          file name.
 # Build for the template's Architecture parameter: x86_64 by default, --arm64 for arm64.
 set -euo pipefail
 
@@ -41,4 +44,17 @@ if [ "$(cd "$(dirname "$built")" && pwd)" != "$(mkdir -p "$(dirname "$dest")" &&
     cp "$built/bootstrap" "$dest/bootstrap"
 fi
 cp "$rules" "$dest/rules.toml"
-echo "packaged $dest: bootstrap and rules.toml (from $rules)"
+if [ -n "${OPSRELAY_DB_CA_BUNDLE:-}" ]; then
+    bundle=$OPSRELAY_DB_CA_BUNDLE
+    [ -f "$bundle" ] || die "CA bundle not found: $bundle (OPSRELAY_DB_CA_BUNDLE)"
+    case $(basename "$bundle") in
+    *.pem) ;;
+    *) die "the CA bundle must be a .pem file (the template's DatabaseCaBundle takes a .pem name): $bundle" ;;
+    esac
+    grep -q 'BEGIN CERTIFICATE' "$bundle" || die "$bundle holds no PEM certificate"
+    cp "$bundle" "$dest/$(basename "$bundle")"
+    echo "packaged $dest: bootstrap, rules.toml (from $rules) and $(basename "$bundle"): set DatabaseCaBundle=$(basename "$bundle")"
+else
+    echo "packaged $dest: bootstrap and rules.toml (from $rules)"
+    echo "no database CA bundle (OPSRELAY_DB_CA_BUNDLE): the function will not verify the database's certificate" >&2
+fi

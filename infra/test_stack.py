@@ -56,6 +56,7 @@ os.environ.pop("AWS_PROFILE", None)
 MOTO_SUPPORTED = {"AWS::SNS::Topic", "AWS::SQS::Queue", "AWS::IAM::ManagedPolicy", "AWS::CloudWatch::Dashboard"}
 RUNBOOKS = {
     "DeadLetterQueueNotEmptyAlarm": "runbooks/dlq-not-empty.md",
+    "DeadLetterQueueAgingAlarm": "runbooks/dlq-not-empty.md",
     "QueueBackingUpAlarm": "runbooks/queue-backing-up.md",
     "FunctionErrorsAlarm": "runbooks/lambda-errors.md",
     "FunctionThrottlesAlarm": "runbooks/queue-backing-up.md",
@@ -239,6 +240,7 @@ ALL_OPTIONS_ON = {
     "KmsKeyArn": f"arn:aws:kms:{REGION}:{ACCOUNT}:key/11111111-2222-3333-4444-555555555555",
     "SecretsKmsKeyArn": f"arn:aws:kms:{REGION}:{ACCOUNT}:key/66666666-7777-8888-9999-000000000000",
     "DatabaseCredentialsSecretArn": f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:rds-creds-AbCdEf",
+    "DatabaseCaBundle": "global-bundle.pem",
     "ReservedConcurrency": "5",
     "AlarmTopicArn": f"arn:aws:sns:{REGION}:{ACCOUNT}:ops-alarms",
     "CreateVpcEndpoints": "true",
@@ -313,8 +315,10 @@ def check_environment():
     for key, value in expected.items():
         assert env.get(key) == value, f"{key} = {env.get(key)!r}, expected {value!r}"
     assert "OPSRELAY_DATABASE_SECRET_ARN" not in env, "OPSRELAY_DATABASE_SECRET_ARN set without a secret"
+    assert "OPSRELAY_DB_CA_FILE" not in env, "OPSRELAY_DB_CA_FILE set without a bundle"
     on = stand_in_resolver(cfn, {**example, **ALL_OPTIONS_ON}).value(fn["Environment"]["Variables"])
     assert on["OPSRELAY_DATABASE_SECRET_ARN"] == ALL_OPTIONS_ON["DatabaseCredentialsSecretArn"]
+    assert on["OPSRELAY_DB_CA_FILE"] == "/var/task/" + ALL_OPTIONS_ON["DatabaseCaBundle"]
     # The binary's receive count and the redrive policy's come from the same parameter: the redrive
     # policy takes it, the binary one less (check_dead_letter_receive_table).
     assert queue["RedrivePolicy"]["maxReceiveCount"] == {"Ref": "MaxReceiveCount"}
@@ -407,7 +411,7 @@ def check_function_role():
         r = stand_in_resolver(cfn, {**example_parameters(), **overrides})
         assert r.value(role["ManagedPolicyArns"]) == ["arn:aws:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole"]
         allowed = {
-            r.attrs["EventsQueue"]["Arn"]: {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility"},
+            r.attrs["EventsQueue"]["Arn"]: {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"},
             r.attrs["DeadLetterQueue"]["Arn"]: {"sqs:SendMessage", "sqs:GetQueueAttributes"},
         }
         for secret in ("DatabaseUrlSecretArn", "SlackWebhookSecretArn", "DatabaseCredentialsSecretArn"):
@@ -469,6 +473,8 @@ def check_alarms():
         assert runbook in alarms[lid]["AlarmDescription"], f"{lid} does not name {runbook}"
     expect = {
         "DeadLetterQueueNotEmptyAlarm": ("AWS/SQS", "ApproximateNumberOfMessagesVisible", "DeadLetterQueue", 0),
+        # Ten of the DLQ's 14 days of retention.
+        "DeadLetterQueueAgingAlarm": ("AWS/SQS", "ApproximateAgeOfOldestMessage", "DeadLetterQueue", 864000),
         "QueueBackingUpAlarm": ("AWS/SQS", "ApproximateAgeOfOldestMessage", "EventsQueue", {"Ref": "QueueAgeAlarmThresholdSeconds"}),
         "FunctionErrorsAlarm": ("AWS/Lambda", "Errors", "OpsrelayFunction", 0),
         "FunctionThrottlesAlarm": ("AWS/Lambda", "Throttles", "OpsrelayFunction", 0),
@@ -738,6 +744,7 @@ def run_moto_checks(check):
             assert set(found) == set(RUNBOOKS), sorted(found)
             dims = {lid: {d["Name"]: d["Value"] for d in a["Dimensions"]} for lid, a in found.items()}
             assert dims["DeadLetterQueueNotEmptyAlarm"] == {"QueueName": s.attrs["DeadLetterQueue"]["QueueName"]}
+            assert dims["DeadLetterQueueAgingAlarm"] == {"QueueName": s.attrs["DeadLetterQueue"]["QueueName"]}
             assert dims["QueueBackingUpAlarm"] == {"QueueName": s.attrs["EventsQueue"]["QueueName"]}
             assert dims["FunctionErrorsAlarm"] == {"FunctionName": s.params["FunctionName"]}
             assert found["QueueBackingUpAlarm"]["Threshold"] == float(s.params["QueueAgeAlarmThresholdSeconds"])
@@ -803,7 +810,7 @@ def run_moto_checks(check):
         check("moto: DLQ retention 14 days, longer than the source queue's", retention)
         check("moto: queues and topic encrypted", encryption)
         check("moto: queue policy lets only the topic send (aws:SourceArn)", queue_policy)
-        check("moto: four alarms on the deployed queues and function, naming runbooks", alarms)
+        check("moto: five alarms on the deployed queues and function, naming runbooks", alarms)
         check("moto: operator policy on the deployed queues", operator_policy)
         check("moto: dashboard shows the deployed queues and function", dashboard)
         check("moto: published event reaches the queue (SNS envelope)", delivery)
