@@ -380,6 +380,10 @@ def check_slack_rate_table():
     for c in allowed:
         rate = float(table[str(c)]["PerSecond"])
         assert 0.01 <= rate and rate * c <= 1.0, f"MaximumConcurrency {c}: {rate}/s per process exceeds 1 msg/s"
+        burst = int(table[str(c)]["Burst"])
+        assert 1 <= burst and (burst * c <= 6 or burst == 1), f"MaximumConcurrency {c}: bursts of {burst} add up to {burst * c}"
+    fn = cfn["Resources"]["OpsrelayFunction"]["Properties"]
+    assert fn["Environment"]["Variables"]["OPSRELAY_SLACK_BURST"] == {"Fn::FindInMap": ["SlackRate", {"Ref": "MaximumConcurrency"}, "Burst"]}
 
 
 def _statements(resolver, document):
