@@ -169,7 +169,21 @@ async fn ctrl_c_stops_a_peek_which_gives_back_every_message_it_read() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Interrupted mid-way: once it holds some of the messages, not before it reads (the Ctrl-C
+    // handler is set up by then) and not after it read them all.
+    let started = std::time::Instant::now();
+    loop {
+        let in_flight = common::in_flight(&queues.client, &queues.dlq).await;
+        if in_flight > 0 {
+            assert!(in_flight < 2_000, "the peek read everything before Ctrl-C");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the peek read nothing"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let pid = child.id().expect("peek still runs").to_string();
     let interrupted = std::process::Command::new("kill")
         .args(["-INT", &pid])

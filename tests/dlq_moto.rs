@@ -1208,20 +1208,30 @@ async fn a_dry_run_is_not_held_back_by_the_rate() {
 async fn ctrl_c_while_batches_wait_for_their_turn_under_the_rate_stops_without_sending_them() {
     let queues = thirty().await;
     let stop = CancellationToken::new();
-    let ctrl_c = stop.clone();
+    // Ctrl-C once both batches are read: the first ten turns went at once (to one batch, or half to
+    // each), and the rest come a second apart.
+    let (ctrl_c, client, dlq) = (stop.clone(), queues.client.clone(), queues.dlq.clone());
     tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        while common::in_flight(&client, &dlq).await < 20 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         ctrl_c.cancel();
     });
     let paced = paced_at_one_a_second(true);
     let run = redrive_with(&queues, &paced, VISIBILITY, &stop, &Quiet);
-    // Waiting for their turns, the batches read would end the run ten seconds later.
+    // Waiting for their turns, the batches would end the run nine seconds later.
     let report = tokio::time::timeout(Duration::from_secs(6), run)
         .await
         .expect("the stop does not wait for the rate");
     assert!(report.stopped);
+    let counts = &report.counts;
+    assert_eq!(counts.read, 20, "{counts:?}");
+    assert!(
+        counts.moved <= 10,
+        "a batch waiting for its turn was sent: {counts:?}"
+    );
     let moved = seqs_on(&queues.client, &queues.source).await;
-    assert_eq!(moved.len() as u64, report.counts.moved);
+    assert_eq!(moved.len() as u64, counts.moved);
     let left = seqs_on(&queues.client, &queues.dlq).await;
     assert_eq!(left.len() + moved.len(), 30, "the rest given back at once");
 }

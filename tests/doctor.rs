@@ -108,3 +108,12 @@ async fn doctor_fails_a_template_that_reads_a_column_the_query_does_not_return()
                 which the query does not return (it returns customer)";
     assert!(text.contains(line), "missing {line:?} in:\n{text}");
 }
+
+#[tokio::test]
+async fn doctor_fails_the_tls_check_when_the_certificate_is_not_from_the_ca_bundle() {
+    let dns = DnsServer::start(DnsMode::Answer(vec!["127.0.0.1".parse().unwrap()])).await;
+    let (output, text) = doctor(&dns, "OPSRELAY_TEST_OTHER_CA_FILE", RULES).await;
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(text.contains("ok    tcp 127.0.0.1:"), "{text}");
+    assert!(text.contains("FAIL  tls:"), "{text}");
+}

@@ -167,9 +167,11 @@ fn every_alarm_in_the_template_names_a_runbook_that_exists_and_the_index_maps_it
                 .unwrap()
                 .trim()
                 .trim_end_matches(':');
+            // Within this alarm's own lines: up to the next resource (indented by two spaces).
             let runbook = template
                 .lines()
                 .skip(n)
+                .take_while(|l| !l.starts_with("  ") || l.starts_with("   "))
                 .find_map(|l| l.trim().strip_prefix("Runbook: runbooks/"))
                 .unwrap_or_else(|| panic!("alarm {name} names no runbook"));
             assert!(

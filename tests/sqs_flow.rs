@@ -33,8 +33,14 @@ async fn flow(raw: bool, max_receives: u32, visibility_s: u32) -> Flow {
     let (sns, topic) = queues.subscribed_topic(raw).await;
     let slack = SlackStandIn::start(vec![]).await;
     let max = max_receives.to_string();
+    // Retries stop half the visibility timeout before the batch's deadline: a dead letter's send
+    // has that much time on a busy machine.
+    let margin = (visibility_s * 500).to_string();
     let relay = common::relay(
-        settings(&[("OPSRELAY_MAX_RECEIVE_COUNT", max.as_str())]),
+        settings(&[
+            ("OPSRELAY_MAX_RECEIVE_COUNT", max.as_str()),
+            ("OPSRELAY_DEADLINE_MARGIN_MS", margin.as_str()),
+        ]),
         common::rules(RULES),
         None,
         &slack.url,
@@ -71,12 +77,18 @@ impl Flow {
         request.send().await.unwrap();
     }
 
+    /// Works the queue until it is empty.
     async fn work(&self) -> WorkerStats {
+        self.work_batches(None).await
+    }
+
+    /// Works the queue until it is empty or after `max` batches.
+    async fn work_batches(&self, max: Option<u64>) -> WorkerStats {
         let options = WorkerOptions {
             queue_url: self.queues.source.clone(),
             wait_time_seconds: 1,
             until_empty: true,
-            max_batches: None,
+            max_batches: max,
         };
         worker::run(
             &self.relay,
@@ -171,18 +183,22 @@ async fn a_permanent_failure_lands_in_the_dlq_with_its_reason_and_leaves_the_que
 #[tokio::test]
 async fn a_transient_failure_is_left_for_sqs_then_dead_lettered_with_its_reason_on_the_last_receive()
  {
-    let flow = flow(false, 2, 1).await;
+    let flow = flow(false, 2, 3).await;
     flow.slack.always(Reply::Status(503, "service_unavailable"));
     flow.publish(r#"{"type":"order.created","id":"42"}"#, None, None)
         .await;
-    let first = flow.work().await;
+    // One batch: a second receive in the same call could get the message again once its
+    // visibility ends.
+    let received = std::time::Instant::now();
+    let first = flow.work_batches(Some(1)).await;
     assert_eq!(first.retried, 1, "the first receive leaves it for SQS");
     assert!(
         drain(&flow.queues.client, &flow.queues.dlq)
             .await
             .is_empty()
     );
-    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    // Visible again 3 s after it was received.
+    tokio::time::sleep(Duration::from_millis(3_300).saturating_sub(received.elapsed())).await;
     let second = flow.work().await;
     assert_eq!(second.dead_lettered, 1, "the last receive dead-letters it");
     let dead = drain(&flow.queues.client, &flow.queues.dlq).await;
