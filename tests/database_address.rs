@@ -329,8 +329,13 @@ async fn a_pool_busy_past_its_acquire_timeout_still_reaches_a_one_address_databa
         ..db_settings(&dns, &[], "OPSRELAY_TEST_CA_FILE")
     };
     let url = named_url(Engine::Postgres).await;
-    let database = Database::connect_lazy(&Secret::new(url), &settings).unwrap();
+    let database = Database::connect_lazy(&Secret::new(url.clone()), &settings).unwrap();
     fetch(&database, Engine::Postgres).await.unwrap().unwrap();
+    // Another way in, to see when the slow query holds the one connection.
+    let by_address = url
+        .replace(&service("OPSRELAY_TEST_DB_NAME"), "127.0.0.1")
+        .replace("?sslmode=require", "");
+    let watcher = sqlx::PgPool::connect(&by_address).await.unwrap();
     let slow = common::rules(
         "[rules.\"slow\"]\nquery = \"SELECT pg_sleep(1.5)::text AS slept FROM orders WHERE id = $1\"\nid_type = \"integer\"\ntext = \"x\"\n",
     );
@@ -343,7 +348,15 @@ async fn a_pool_busy_past_its_acquire_timeout_still_reaches_a_one_address_databa
         Duration::from_secs(5),
     );
     let waiting = async {
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        let sleeping = "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%'";
+        while sqlx::query_scalar::<_, i64>(sleeping)
+            .fetch_one(&watcher)
+            .await
+            .unwrap()
+            == 0
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         fetch(&database, Engine::Postgres).await
     };
     let (held, waited) = tokio::join!(holding, waiting);

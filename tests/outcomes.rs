@@ -364,6 +364,8 @@ async fn the_batch_response_names_exactly_the_records_to_retry() {
 #[tokio::test]
 async fn runs_messages_concurrently_up_to_the_bound() {
     let run = setup(vec![], &[("OPSRELAY_CONCURRENCY", "3")]).await;
+    // Long enough for three posts to overlap on a busy machine.
+    run.slack.hold(Duration::from_millis(300));
     let records: Vec<_> = (0..12)
         .map(|i| {
             record(

@@ -47,6 +47,8 @@ struct State {
     requests: Vec<Request>,
     in_flight: usize,
     max_in_flight: usize,
+    /// How long each request is held before its answer (20 ms unless [`SlackStandIn::hold`]).
+    hold: Option<Duration>,
 }
 
 /// The running stand-in; stops with the test's runtime.
@@ -110,6 +112,12 @@ impl SlackStandIn {
             .collect()
     }
 
+    /// Holds each request `hold` before answering it, so that requests overlap however slowly the
+    /// machine schedules them.
+    pub fn hold(&self, hold: Duration) {
+        self.state.lock().unwrap().hold = Some(hold);
+    }
+
     pub fn max_in_flight(&self) -> usize {
         self.state.lock().unwrap().max_in_flight
     }
@@ -120,7 +128,7 @@ async fn serve(mut stream: TcpStream, state: Arc<Mutex<State>>) {
         let Some(request) = read_request(&mut stream).await else {
             return;
         };
-        let reply = {
+        let (reply, hold) = {
             let mut s = state.lock().unwrap();
             s.in_flight += 1;
             s.max_in_flight = s.max_in_flight.max(s.in_flight);
@@ -134,10 +142,10 @@ async fn serve(mut stream: TcpStream, state: Arc<Mutex<State>>) {
                 at: Instant::now(),
                 reply: reply.clone(),
             });
-            reply
+            (reply, s.hold.unwrap_or(Duration::from_millis(20)))
         };
         // Hold the request a moment so that concurrency is visible.
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(hold).await;
         let response = match reply {
             Reply::Ok => respond(200, "OK", &[], "ok"),
             Reply::Status(code, text) => respond(code, "Error", &[], text),
