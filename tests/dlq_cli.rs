@@ -171,9 +171,12 @@ async fn ctrl_c_stops_a_peek_which_gives_back_every_message_it_read() {
         .unwrap();
     // Interrupted mid-way: once it holds some of the messages, not before it reads (the Ctrl-C
     // handler is set up by then) and not after it read them all.
+    let dlq = opsrelay::redrive::queue::Queue::open(&queues.client, &queues.dlq)
+        .await
+        .unwrap();
     let started = std::time::Instant::now();
     loop {
-        let in_flight = common::in_flight(&queues.client, &queues.dlq).await;
+        let in_flight = dlq.depth().await.unwrap().in_flight;
         if in_flight > 0 {
             assert!(in_flight < 2_000, "the peek read everything before Ctrl-C");
             break;

@@ -1219,9 +1219,10 @@ async fn ctrl_c_while_batches_wait_for_their_turn_under_the_rate_stops_without_s
     let stop = CancellationToken::new();
     // Ctrl-C once both batches are read: the first ten turns went at once (to one batch, or half to
     // each), and the rest come a second apart.
-    let (ctrl_c, client, dlq) = (stop.clone(), queues.client.clone(), queues.dlq.clone());
+    let ctrl_c = stop.clone();
+    let dlq = Queue::open(&queues.client, &queues.dlq).await.unwrap();
     tokio::spawn(async move {
-        while common::in_flight(&client, &dlq).await < 20 {
+        while dlq.depth().await.unwrap().in_flight < 20 {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         ctrl_c.cancel();

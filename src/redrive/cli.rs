@@ -412,6 +412,7 @@ fn hidden_by_groups(
     ))
 }
 
+/// Prints `warning`, when there is one, on standard error.
 fn warn(warning: Option<String>) {
     if let Some(warning) = warning {
         eprintln!("{warning}");

@@ -312,18 +312,3 @@ pub fn record(message_id: &str, body: &str, receive_count: u32) -> SqsMessage {
 pub fn event(kind: &str, id: &str) -> String {
     json!({ "type": kind, "id": id }).to_string()
 }
-
-/// How many messages of `url` are in flight (read and hidden), as SQS counts them.
-pub async fn in_flight(client: &aws_sdk_sqs::Client, url: &str) -> u64 {
-    let attribute = aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesNotVisible;
-    client
-        .get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(attribute.clone())
-        .send()
-        .await
-        .unwrap()
-        .attributes
-        .and_then(|a| a.get(&attribute)?.parse().ok())
-        .unwrap_or_default()
-}
