@@ -312,6 +312,30 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_records_age_reads_as_a_duration_a_person_reads() {
+        let text = |age_s: u64| {
+            ProcessError::RecordNotFound {
+                rule: "order.created".into(),
+                id: "42".into(),
+                age: Duration::from_secs(age_s),
+                grace: Duration::from_secs(120),
+            }
+            .to_string()
+        };
+        for (age_s, expected) in [
+            (30, "30 s after the event"),
+            (90, "1 min after the event"),
+            (45 * 60 + 59, "45 min after the event"),
+            (5 * 3_600 + 10, "5 h after the event"),
+            (9 * 86_400 + 3_600, "9 days after the event"),
+            (817_841_687, "9465 days after the event"),
+        ] {
+            let text = text(age_s);
+            assert!(text.contains(expected), "{age_s} s: {text}");
+        }
+    }
+
+    #[test]
     fn mysql_errors_are_transient_by_number_when_their_sqlstate_is_generic() {
         let query = |number: u16| {
             ProcessError::Lookup(LookupError::Query {

@@ -234,3 +234,32 @@ fn render_explains_a_malformed_event() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn the_local_runs_text_logs_carry_no_colour_codes_when_stderr_is_a_pipe() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = opsrelay(&["local"], &[], dir.path());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("Delivered the message."), "{stderr}");
+    assert!(
+        !stderr.contains("\x1b["),
+        "ANSI codes in logs written to a pipe:\n{}",
+        stderr.escape_debug()
+    );
+}
+
+// Passes on e91ae13 already (tracing-subscriber's default honours NO_COLOR): it guards the fix.
+#[test]
+fn the_local_runs_text_logs_carry_no_colour_codes_with_no_color_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = opsrelay(&["local"], &[("NO_COLOR", "1")], dir.path());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("Delivered the message."), "{stderr}");
+    assert!(
+        !stderr.contains("\x1b["),
+        "ANSI codes in logs with NO_COLOR=1:\n{}",
+        stderr.escape_debug()
+    );
+}

@@ -232,3 +232,37 @@ text = "order {{ id }}"
         "{outcome:?}"
     );
 }
+
+/// The decimals 0.00, 0.10, 10.00 and 129.90 of type `decimal_type` (NUMERIC(10,2) or
+/// DECIMAL(10,2)) as a template prints them.
+async fn decimals_as_posted(engine: Engine, decimal_type: &str) -> String {
+    let url = fresh_database(engine).await;
+    let columns: Vec<String> = [
+        ("zero", "0.00"),
+        ("tenth", "0.10"),
+        ("ten", "10.00"),
+        ("total", "129.90"),
+    ]
+    .iter()
+    .map(|(name, value)| format!("CAST({value} AS {decimal_type}) AS {name}"))
+    .collect();
+    let toml = format!(
+        "[rules.\"order.created\"]\nquery = \"SELECT {} FROM orders WHERE id = {}\"\nid_type = \"integer\"\ntext = \"zero={{{{ zero }}}} tenth={{{{ tenth }}}} ten={{{{ ten }}}} total={{{{ total }}}}\"\n",
+        columns.join(", "),
+        engine.placeholder()
+    );
+    let order_42 = common::event("order.created", "42");
+    let (outcome, slack) = run_one(&url, &toml, &[], &order_42, 20).await;
+    assert_eq!(outcome, Outcome::Delivered);
+    slack.delivered().pop().expect("one message posted")["text"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+// MariaDB's DECIMAL(10,2) 0.00 already comes out as 0.00 (its text protocol keeps the scale).
+#[tokio::test]
+async fn postgres_a_decimal_zero_keeps_its_scale() {
+    let text = decimals_as_posted(Engine::Postgres, "NUMERIC(10,2)").await;
+    assert_eq!(text, "zero=0.00 tenth=0.10 ten=10.00 total=129.90");
+}

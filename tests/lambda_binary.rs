@@ -222,3 +222,66 @@ async fn the_doctor_event_returns_the_report_from_inside_the_function() {
         "{names:?}"
     );
 }
+
+/// A field of a JSON log line, at its top level or in its span.
+fn log_field<'a>(line: &'a serde_json::Value, name: &str) -> Option<&'a serde_json::Value> {
+    line.get(name).or_else(|| line.get("span")?.get(name))
+}
+
+#[tokio::test]
+async fn records_held_back_behind_a_fifo_retry_log_their_message_id_receive_count_and_event_type() {
+    let slack = SlackStandIn::start(vec![]).await;
+    slack.always(Reply::Status(503, "service_unavailable"));
+    let queues = queues(5, 30).await;
+    let api = RuntimeApi::start().await;
+    let mut lambda = Lambda::start(
+        &api,
+        "[rules.\"order.created\"]\ntext = \"Order {{ event.id }}\"\n",
+        &[
+            ("OPSRELAY_SLACK_WEBHOOK_URL", slack.url.clone()),
+            ("OPSRELAY_DLQ_URL", queues.dlq.clone()),
+        ],
+    )
+    .await;
+    // One FIFO group: m-1's post fails (503) until the deadline, m-2 and m-3 wait behind it.
+    let mut event = sqs_event(&[
+        ("m-1", r#"{"type":"order.created","id":"1"}"#),
+        ("m-2", r#"{"type":"order.created","id":"2"}"#),
+        ("m-3", r#"{"type":"order.created","id":"3"}"#),
+    ]);
+    for record in event["Records"].as_array_mut().unwrap() {
+        record["eventSourceARN"] = json!("arn:aws:sqs:us-east-1:123456789012:ops-events.fifo");
+        record["attributes"]["MessageGroupId"] = json!("orders");
+    }
+    api.invoke("req-fifo", event, Duration::from_secs(2));
+    let result = api.result_of("req-fifo", Duration::from_secs(30)).await;
+    let _ = lambda.child.start_kill();
+    let log = lambda.log();
+    assert!(
+        matches!(result, Some(Posted::Response { .. })),
+        "{result:?}\n{log}"
+    );
+
+    let blocked: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| l["code"] == "fifo_blocked")
+        .collect();
+    assert!(!blocked.is_empty(), "no fifo_blocked line in:\n{log}");
+    let mut ids: Vec<String> = Vec::new();
+    for line in &blocked {
+        let id = log_field(line, "message_id").and_then(|v| v.as_str());
+        let count = log_field(line, "receive_count").map(|v| v.to_string().replace('"', ""));
+        let kind = log_field(line, "event_type").and_then(|v| v.as_str());
+        assert!(
+            matches!(id, Some("m-2" | "m-3"))
+                && count.as_deref() == Some("1")
+                && kind == Some("order.created"),
+            "a held-back record's line lacks its message_id, receive_count or event_type: {line}"
+        );
+        ids.push(id.unwrap().to_string());
+    }
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids, ["m-2", "m-3"], "{log}");
+}

@@ -212,3 +212,99 @@ async fn a_transient_failure_is_left_for_sqs_then_dead_lettered_with_its_reason_
     );
     assert_eq!(flow.left_in_queue(Duration::from_secs(1)).await, 0);
 }
+
+/// Posts' texts, in the order Slack got them.
+fn texts(requests: &[common::slack::Request]) -> Vec<String> {
+    requests
+        .iter()
+        .map(|r| r.body["text"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// A FIFO queue (and FIFO DLQ) holding orders 1, 2 and 3 in one message group, and a relay reading
+/// it whose batches get `visibility_s` less 1 s to work.
+async fn fifo_flow(visibility_s: u32) -> (Queues, SlackStandIn, Relay) {
+    let queues = common::fifo_queues(5, visibility_s).await;
+    let slack = SlackStandIn::start(vec![]).await;
+    let relay = common::relay(
+        settings(&[("OPSRELAY_DEADLINE_MARGIN_MS", "1000")]),
+        common::rules(RULES),
+        None,
+        &slack.url,
+        queues.dead_letters(),
+    )
+    .await;
+    for id in ["1", "2", "3"] {
+        queues
+            .client
+            .send_message()
+            .queue_url(&queues.source)
+            .message_body(format!(r#"{{"type":"order.created","id":"{id}"}}"#))
+            .message_group_id("orders")
+            .send()
+            .await
+            .unwrap();
+    }
+    (queues, slack, relay)
+}
+
+/// One batch of the worker, waiting (long poll) until messages are visible.
+async fn one_batch(relay: &Relay, queues: &Queues) -> WorkerStats {
+    let options = WorkerOptions {
+        queue_url: queues.source.clone(),
+        wait_time_seconds: 1,
+        until_empty: false,
+        max_batches: Some(1),
+    };
+    let run = worker::run(relay, &queues.client, &options, std::future::pending());
+    tokio::time::timeout(Duration::from_secs(20), run)
+        .await
+        .expect("a batch comes within 20 s")
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_worker_leaves_the_rest_of_a_fifo_group_behind_a_message_left_for_retry() {
+    let (queues, slack, relay) = fifo_flow(2).await;
+    // Order 2's post fails (503) on every try of the batch; the others would succeed.
+    slack.answer_when("Order 2 ", Reply::Status(503, "service_unavailable"));
+    let stats = one_batch(&relay, &queues).await;
+    let posted = texts(&slack.requests());
+    assert!(
+        !posted.iter().any(|t| t.starts_with("Order 3 ")),
+        "order 3 was posted while order 2, before it in its FIFO group, was left for retry: {posted:?}"
+    );
+    assert_eq!(
+        (stats.delivered, stats.retried),
+        (1, 2),
+        "order 1 delivered; order 2 left for retry and order 3 behind it (fifo_blocked)"
+    );
+}
+
+#[tokio::test]
+async fn the_worker_keeps_a_fifo_groups_order_when_a_post_fails_transiently() {
+    let (queues, slack, relay) = fifo_flow(5).await;
+    // Order 2's first post fails (503) and is retried inside the batch; each answer takes 200 ms.
+    slack.answer_once_when("Order 2 ", Reply::Status(503, "service_unavailable"));
+    slack.hold(Duration::from_millis(200));
+    let stats = one_batch(&relay, &queues).await;
+    let order: Vec<String> = slack
+        .delivered()
+        .iter()
+        .map(|m| {
+            m["text"]
+                .as_str()
+                .unwrap()
+                .split(" created")
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        order,
+        ["Order 1", "Order 2", "Order 3"],
+        "Slack saw the group's messages out of order"
+    );
+    assert_eq!(stats.delivered, 3);
+}

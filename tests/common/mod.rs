@@ -141,11 +141,30 @@ pub struct Queues {
 
 /// Creates a DLQ and a source queue redriving to it after `max_receive_count` receives.
 pub async fn queues(max_receive_count: u32, visibility_timeout_s: u32) -> Queues {
+    make_queues(false, max_receive_count, visibility_timeout_s).await
+}
+
+/// Creates a FIFO DLQ and a FIFO source queue (names ending in `.fifo`, content-based
+/// deduplication) redriving to it after `max_receive_count` receives.
+pub async fn fifo_queues(max_receive_count: u32, visibility_timeout_s: u32) -> Queues {
+    make_queues(true, max_receive_count, visibility_timeout_s).await
+}
+
+async fn make_queues(fifo: bool, max_receive_count: u32, visibility_timeout_s: u32) -> Queues {
     let client = aws_sdk_sqs::Client::new(&sdk().await);
     let name = unique("q");
-    let dlq = client
-        .create_queue()
-        .queue_name(format!("{name}-dlq"))
+    let suffix = if fifo { ".fifo" } else { "" };
+    let create = |queue_name: String| {
+        let request = client.create_queue().queue_name(queue_name);
+        if fifo {
+            request
+                .attributes(QueueAttributeName::FifoQueue, "true")
+                .attributes(QueueAttributeName::ContentBasedDeduplication, "true")
+        } else {
+            request
+        }
+    };
+    let dlq = create(format!("{name}-dlq{suffix}"))
         .send()
         .await
         .expect("create DLQ")
@@ -154,9 +173,7 @@ pub async fn queues(max_receive_count: u32, visibility_timeout_s: u32) -> Queues
     let dlq_arn = queue_arn(&client, &dlq).await;
     let policy =
         json!({ "deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receive_count.to_string() });
-    let source = client
-        .create_queue()
-        .queue_name(&name)
+    let source = create(format!("{name}{suffix}"))
         .attributes(QueueAttributeName::RedrivePolicy, policy.to_string())
         .attributes(
             QueueAttributeName::VisibilityTimeout,

@@ -1,9 +1,11 @@
 //! A local stand-in for a Slack Incoming Webhook: a minimal HTTP/1.1 server on a loopback port that
 //! answers from a script, as Slack documents (200 `ok`; 429 with `Retry-After`; 5xx; 400
 //! `invalid_payload`; 404 `no_service`; 410 `channel_is_archived`), or answers too late, or drops the
-//! connection. It records every request and the most requests it had in flight at once.
+//! connection. It records every request (method, path, headers, body) and the most requests it had
+//! in flight at once. [`SlackStandIn::answer_when`] (and `answer_once_when`) answers the posts whose
+//! body holds a given text with a reply of their own, whatever order they come in.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -32,7 +34,10 @@ pub enum Reply {
 /// One request the stand-in got.
 #[derive(Clone, Debug)]
 pub struct Request {
+    pub method: String,
     pub path: String,
+    /// Header names in lower case.
+    pub headers: BTreeMap<String, String>,
     pub body: serde_json::Value,
     pub at: Instant,
     pub reply: Reply,
@@ -42,6 +47,9 @@ pub struct Request {
 struct State {
     script: VecDeque<Reply>,
     default: Option<Reply>,
+    /// Replies for the requests whose body holds a text, before the script; a reply with `true`
+    /// answers once.
+    when: Vec<(String, Reply, bool)>,
     /// Percent of requests that get a fault, and the generator's state.
     chaos: Option<(u64, u64)>,
     requests: Vec<Request>,
@@ -88,9 +96,31 @@ impl SlackStandIn {
         self.state.lock().unwrap().default = Some(reply);
     }
 
-    /// Undoes [`always`](Self::always): `Ok`, or the chaos, again.
+    /// Answers `reply` to every request whose body holds `text` (before the script, `always` and the
+    /// chaos), until [`answer_normally`](Self::answer_normally).
+    pub fn answer_when(&self, text: &str, reply: Reply) {
+        self.state
+            .lock()
+            .unwrap()
+            .when
+            .push((text.to_string(), reply, false));
+    }
+
+    /// Answers `reply` to the first request whose body holds `text`, then as before.
+    pub fn answer_once_when(&self, text: &str, reply: Reply) {
+        self.state
+            .lock()
+            .unwrap()
+            .when
+            .push((text.to_string(), reply, true));
+    }
+
+    /// Undoes [`always`](Self::always) and [`answer_when`](Self::answer_when): `Ok`, or the chaos,
+    /// again.
     pub fn answer_normally(&self) {
-        self.state.lock().unwrap().default = None;
+        let mut state = self.state.lock().unwrap();
+        state.default = None;
+        state.when.clear();
     }
 
     /// From now on, `percent` % of requests (drawn from a seeded generator) get a fault: 429 with
@@ -132,12 +162,25 @@ async fn serve(mut stream: TcpStream, state: Arc<Mutex<State>>) {
             let mut s = state.lock().unwrap();
             s.in_flight += 1;
             s.max_in_flight = s.max_in_flight.max(s.in_flight);
-            let scripted = s.script.pop_front().or_else(|| s.default.clone());
+            let body = String::from_utf8_lossy(&request.body).to_string();
+            let chosen = s
+                .when
+                .iter()
+                .position(|(text, _, _)| body.contains(text.as_str()))
+                .map(|i| match s.when[i].2 {
+                    true => s.when.remove(i).1,
+                    false => s.when[i].1.clone(),
+                });
+            let scripted = chosen
+                .or_else(|| s.script.pop_front())
+                .or_else(|| s.default.clone());
             let reply = scripted
                 .or_else(|| chaos_reply(&mut s.chaos))
                 .unwrap_or(Reply::Ok);
             s.requests.push(Request {
+                method: request.method,
                 path: request.path,
+                headers: request.headers,
                 body: serde_json::from_slice(&request.body).unwrap_or(serde_json::Value::Null),
                 at: Instant::now(),
                 reply: reply.clone(),
