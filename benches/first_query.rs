@@ -4,7 +4,7 @@
 //!
 //! Needs the test services: `. tests/services.sh && cargo bench --bench first_query`.
 
-#[path = "../tests/common/dns.rs"]
+#[path = "../tests/integration/common/dns.rs"]
 mod dns;
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -15,9 +15,9 @@ use hickory_resolver::TokioResolver;
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use opsrelay::config::Settings;
+use opsrelay::db::Database;
+use opsrelay::db::DnsSettings;
 use opsrelay::event::RecordId;
-use opsrelay::lookup::Database;
-use opsrelay::resolve::DnsSettings;
 use opsrelay::rules::Rules;
 use opsrelay::secret::Secret;
 use sqlx::postgres::{PgConnectOptions, PgSslMode};

@@ -4,8 +4,8 @@
 
 use aws_lambda_events::sqs::SqsMessage;
 use criterion::{Criterion, criterion_group, criterion_main};
+use opsrelay::db::Record;
 use opsrelay::event;
-use opsrelay::lookup::Record;
 use opsrelay::pipeline::template_context;
 use opsrelay::rules::Rules;
 use serde_json::json;

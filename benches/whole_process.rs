@@ -8,7 +8,7 @@
 //! paths in `OPSRELAY_PERF_*`.
 
 // The tests' stand-ins and relay builder.
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/integration/common/mod.rs"]
 mod common;
 
 use std::path::PathBuf;
@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime};
 use common::http::{read_request, respond};
 use common::runtime::{Posted, RuntimeApi};
 use opsrelay::config::Settings;
-use opsrelay::dlq::DeadLetters;
+use opsrelay::deadletter::DeadLetters;
 use opsrelay::lambda::Invocation;
 use opsrelay::rules::Rules;
 use serde_json::json;

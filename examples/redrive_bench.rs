@@ -22,9 +22,9 @@ use aws_sdk_sqs::types::{
     SendMessageBatchRequestEntry,
 };
 use futures::StreamExt;
-use opsrelay::failure::FAILURE_ATTRIBUTE;
+use opsrelay::deadletter::FAILURE_ATTRIBUTE;
+use opsrelay::deadletter::Letter;
 use opsrelay::redrive::filter::Filter;
-use opsrelay::redrive::letter::Letter;
 use opsrelay::redrive::mover::{self, Counts, Destination, Plan, Progress, Source};
 use opsrelay::redrive::queue::Queue;
 use serde_json::json;

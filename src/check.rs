@@ -2,6 +2,7 @@
 //! validates the settings, the rules file and the destinations without side effects; `render` shows
 //! the Slack message an event would produce.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -10,10 +11,10 @@ use aws_lambda_events::sqs::SqsMessage;
 use tokio::time::Instant;
 
 use crate::aws::is_secret_arn;
-use crate::config::{self, Settings};
+use crate::config::{self, Problems, Settings};
+use crate::db::{Database, Record};
 use crate::event;
 use crate::local;
-use crate::lookup::{Database, Record};
 use crate::pipeline::{compose, template_context};
 
 /// Checks everything that can be checked without touching AWS, the database or Slack.
@@ -23,28 +24,24 @@ pub async fn run() -> Result<ExitCode, anyhow::Error> {
     let rules = local::rules_or_embedded(&settings)?;
     let names: Vec<&str> = rules.iter().map(|r| r.name.as_str()).collect();
     println!("ok    rules: {} ({})", names.len(), names.join(", "));
-    let mut problems = 0;
-    let mut seen = std::collections::BTreeSet::new();
+    let mut failed = 0;
+    let mut set = BTreeMap::new();
     for name in rules.iter().flat_map(|r| r.destinations.iter()) {
-        if !seen.insert(name.clone()) {
+        let Some(value) = std::env::var(name).ok().filter(|v| !v.trim().is_empty()) else {
+            continue;
+        };
+        if set.insert(name.clone(), ()).is_some() {
             continue;
         }
-        match std::env::var(name).ok().filter(|v| !v.trim().is_empty()) {
-            Some(value) if is_secret_arn(value.trim()) => {
-                println!("ok    destination {name}: a Secrets Manager secret (read at start-up)")
-            }
-            Some(value) => match config::check_webhook_url(name, &value) {
-                Ok(()) => println!("ok    destination {name}: a webhook URL"),
-                Err(e) => {
-                    problems += 1;
-                    println!("FAIL  destination {e}");
-                }
-            },
-            None => {
-                problems += 1;
-                println!(
-                    "FAIL  destination {name}: not set (the local run prints instead; Lambda refuses to start)"
-                );
+        if is_secret_arn(value.trim()) {
+            println!("ok    destination {name}: a Secrets Manager secret (read at start-up)");
+            continue;
+        }
+        match config::check_webhook_url(name, &value) {
+            Ok(()) => println!("ok    destination {name}: a webhook URL"),
+            Err(e) => {
+                failed += 1;
+                println!("FAIL  destination {e}");
             }
         }
     }
@@ -55,25 +52,27 @@ pub async fn run() -> Result<ExitCode, anyhow::Error> {
         Some(url) => match Database::connect_lazy(url, &settings.db) {
             Ok(db) => println!("ok    database: {} (not connected)", db.engine()),
             Err(e) => {
-                problems += 1;
+                failed += 1;
                 println!("FAIL  database: {e}");
             }
         },
-        None if rules.iter().any(|r| r.query.is_some()) => {
-            problems += 1;
-            println!("FAIL  database: OPSRELAY_DATABASE_URL is not set and rules have queries");
-        }
-        None => println!("ok    database: none needed"),
+        None if rules.iter().all(|r| r.query.is_none()) => println!("ok    database: none needed"),
+        None => {}
     }
-    match &settings.dlq_url {
-        Some(_) => println!("ok    dead-letter queue set"),
-        None => {
-            problems += 1;
-            println!("FAIL  OPSRELAY_DLQ_URL: not set (Lambda and worker need it)");
-        }
+    let mut problems = Problems::of_rules(&rules, settings.database_url.is_some(), &set);
+    problems.extend(Problems::of_dlq_url(settings.dlq_url.as_deref()));
+    if settings.dlq_url.is_some() {
+        println!("ok    dead-letter queue set");
     }
-    if problems > 0 {
-        println!("{problems} problem(s)");
+    for problem in problems.iter() {
+        failed += 1;
+        println!(
+            "FAIL  {}: {} (fix: {})",
+            problem.variable, problem.problem, problem.fix
+        );
+    }
+    if failed > 0 {
+        println!("{failed} problem(s)");
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)

@@ -12,7 +12,9 @@ use std::collections::HashMap;
 use aws_lambda_events::sns::SnsMessage;
 use aws_lambda_events::sqs::SqsMessage;
 use base64::Engine as _;
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Utc};
+
+use crate::sqs::Delivery;
 use serde_json::Value;
 
 /// The largest event opsrelay accepts. An event is a type, an id and a time: anything near SNS's
@@ -83,40 +85,6 @@ pub struct OpsEvent {
     /// When the event happened: `occurred_at` from the body, else the SNS `Timestamp`, else the time
     /// SQS accepted the message.
     pub occurred_at: DateTime<Utc>,
-}
-
-/// What SQS says about the delivery of a record. Read leniently, so it is known even when the body is
-/// malformed: the failure record and the retry decision need it.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Delivery {
-    /// The SQS message id; empty only if the record had none (never reported as an item identifier).
-    pub message_id: String,
-    /// `ApproximateReceiveCount`: 1 on the first delivery.
-    pub receive_count: u32,
-    pub first_received_at: Option<DateTime<Utc>>,
-    pub sent_at: Option<DateTime<Utc>>,
-    /// FIFO queues only: the ordering group.
-    pub group_id: Option<String>,
-}
-
-impl Delivery {
-    pub fn of(record: &SqsMessage) -> Self {
-        let attr = |name: &str| record.attributes.get(name).map(String::as_str);
-        let millis = |name: &str| {
-            attr(name)
-                .and_then(|v| v.parse::<i64>().ok())
-                .and_then(|ms| Utc.timestamp_millis_opt(ms).single())
-        };
-        Self {
-            message_id: record.message_id.clone().unwrap_or_default(),
-            receive_count: attr("ApproximateReceiveCount")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(1),
-            first_received_at: millis("ApproximateFirstReceiveTimestamp"),
-            sent_at: millis("SentTimestamp"),
-            group_id: attr("MessageGroupId").map(str::to_string),
-        }
-    }
 }
 
 /// Why a record is not a valid event. Each text says what was wrong, for the DLQ's failure record.

@@ -54,7 +54,7 @@ pub async fn handle_any(
     deadline: SystemTime,
 ) -> Result<serde_json::Value, InvocationError> {
     if event.opsrelay.as_ref().and_then(|v| v.as_str()) == Some("doctor") {
-        let report = crate::doctor::run(relay).await;
+        let report = crate::doctor::run(&crate::doctor::Subject::of_relay(relay)).await;
         tracing::info!(ok = report.ok, report = %report.text(), "Ran the doctor.");
         return Ok(serde_json::to_value(report)?);
     }

@@ -2,31 +2,39 @@
 //! lookup and a template, with every message ending delivered, retried later, or dead-lettered with the
 //! reason.
 //!
-//! Reading order for one event: [`event`] parses the SQS record, [`rules`] finds what to do for its type,
-//! [`lookup`] fetches the record, [`render`] builds the Slack message, [`slack`] posts it, [`failure`]
-//! classifies anything that went wrong, [`pipeline`] turns that into an outcome and [`dlq`] keeps the
-//! messages that cannot be delivered.
+//! Reading order for one event, top-down through the layers (dependencies point down only):
+//!
+//! - **entry** — the binaries (`src/bin/`), [`lambda`] (the handler), [`worker`] (long-polls a
+//!   queue with the Lambda's semantics), [`local`] (the main job on embedded defaults), [`check`],
+//!   [`doctor`], [`startup`] (builds everything once), and [`redrive`] (`opsrelay dlq`, the
+//!   operator tool, which the runtime never imports).
+//! - **runtime** — [`pipeline`]: a batch in, one outcome per record out.
+//! - **components** — [`event`] parses the SQS record, [`rules`] finds what to do for its type,
+//!   [`db`] fetches the record, [`render`] builds the Slack message, [`slack`] posts it.
+//! - **shared** — [`sqs`] (SQS facts and record conversion), [`deadletter`] (the one definition of a
+//!   dead letter), [`config`] (settings, secrets, what the rules need), [`aws`], [`secret`],
+//!   [`telemetry`], [`pace`], [`tls`], [`lock`], [`human`].
 
 pub mod aws;
 pub mod check;
 pub mod config;
-pub mod dlq;
+pub mod db;
+pub mod deadletter;
 pub mod doctor;
 pub mod event;
-pub mod failure;
+pub mod human;
 pub mod lambda;
 pub mod local;
-pub mod lookup;
-pub mod name_check;
+pub mod lock;
 pub mod pace;
 pub mod pipeline;
 pub mod redrive;
 pub mod render;
-pub mod resolve;
-pub mod retry;
 pub mod rules;
 pub mod secret;
 pub mod slack;
+pub mod sqs;
 pub mod startup;
 pub mod telemetry;
+pub mod tls;
 pub mod worker;

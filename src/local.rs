@@ -13,8 +13,8 @@ use aws_lambda_events::sqs::{SqsEvent, SqsMessage};
 use tokio::time::Instant;
 
 use crate::config::{self, MissingWebhook, Settings};
-use crate::dlq::DeadLetters;
-use crate::lookup::Database;
+use crate::db::Database;
+use crate::deadletter::DeadLetters;
 use crate::pipeline::{Outcome, Relay};
 use crate::rules::Rules;
 use crate::secret::Secret;
@@ -68,7 +68,8 @@ pub async fn run(options: &LocalOptions) -> Result<Summary, anyhow::Error> {
         MissingWebhook::Print,
         None,
     )
-    .await?;
+    .await;
+    resolved.problems.into_result()?;
     let (_scratch, database) =
         database_or_seeded(&settings, resolved.database_url.as_ref()).await?;
     let events = match &options.events {

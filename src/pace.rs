@@ -99,7 +99,7 @@ impl Pacer {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Webhook>> {
-        self.webhooks.lock().unwrap_or_else(|e| e.into_inner())
+        crate::lock::lock(&self.webhooks)
     }
 }
 

@@ -5,15 +5,15 @@
 use std::future::Future;
 use std::time::Duration;
 
-use aws_lambda_events::encodings::Base64Data;
-use aws_lambda_events::sqs::{SqsMessage, SqsMessageAttribute};
+use aws_lambda_events::sqs::SqsMessage;
 use aws_sdk_sqs::types::{
-    DeleteMessageBatchRequestEntry, Message, MessageSystemAttributeName, QueueAttributeName,
+    DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName,
 };
 use tokio::time::Instant;
 
 use crate::aws::describe;
-use crate::pipeline::{Outcome, Processed, Relay};
+use crate::pipeline::{Outcome, Processed, Relay, Tally};
+use crate::sqs::{lambda_record, queue_attributes};
 
 /// How the worker polls.
 #[derive(Clone, Debug)]
@@ -36,6 +36,14 @@ pub struct WorkerStats {
     pub dead_lettered: u64,
 }
 
+/// The queue's facts the worker needs: its ARN (each record's event source, as Lambda sets it,
+/// which tells the pipeline whether the batch keeps order; its URL should SQS not say) and how long a
+/// receive hides a batch.
+struct QueueFacts {
+    arn: String,
+    visibility: Duration,
+}
+
 /// Polls until `shutdown` completes, the queue is empty (`until_empty`) or `max_batches` is reached.
 pub async fn run(
     relay: &Relay,
@@ -43,7 +51,7 @@ pub async fn run(
     options: &WorkerOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<WorkerStats, anyhow::Error> {
-    let visibility = visibility_timeout(client, &options.queue_url).await?;
+    let queue = queue_facts(client, &options.queue_url).await?;
     let mut stats = WorkerStats::default();
     tokio::pin!(shutdown);
     loop {
@@ -52,7 +60,7 @@ pub async fn run(
         }
         let received = tokio::select! {
             _ = &mut shutdown => break,
-            received = receive(client, options) => received?,
+            received = receive(client, options, &queue.arn) => received?,
         };
         if received.is_empty() {
             if options.until_empty {
@@ -60,48 +68,51 @@ pub async fn run(
             }
             continue;
         }
-        let deadline = Instant::now() + visibility;
-        let results = relay.run_batch(&received, deadline).await;
+        let end = Instant::now() + queue.visibility;
+        let results = relay.run_batch(&received, end).await;
         acknowledge(client, &options.queue_url, &received, &results).await;
+        let tally = Tally::of(&results);
         stats.batches += 1;
-        for result in &results {
-            match result.outcome {
-                Outcome::Delivered => stats.delivered += 1,
-                Outcome::Retry { .. } => stats.retried += 1,
-                Outcome::DeadLettered(_) => stats.dead_lettered += 1,
-            }
-        }
+        stats.delivered += tally.delivered;
+        stats.retried += tally.retried;
+        stats.dead_lettered += tally.dead_lettered;
     }
     Ok(stats)
 }
 
-async fn visibility_timeout(
+async fn queue_facts(
     client: &aws_sdk_sqs::Client,
     queue_url: &str,
-) -> Result<Duration, anyhow::Error> {
-    let attributes = client
-        .get_queue_attributes()
-        .queue_url(queue_url)
-        .attribute_names(QueueAttributeName::VisibilityTimeout)
-        .send()
+) -> Result<QueueFacts, anyhow::Error> {
+    let names = [
+        QueueAttributeName::QueueArn,
+        QueueAttributeName::VisibilityTimeout,
+    ];
+    let attributes = queue_attributes(client, queue_url, &names)
         .await
         .map_err(|e| {
             anyhow::anyhow!(
-                "reading the queue's visibility timeout failed: {} (needs sqs:GetQueueAttributes)",
+                "reading the queue's attributes failed: {} (needs sqs:GetQueueAttributes)",
                 describe(&e)
             )
         })?;
     let seconds = attributes
-        .attributes()
-        .and_then(|a| a.get(&QueueAttributeName::VisibilityTimeout))
+        .get(&QueueAttributeName::VisibilityTimeout)
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or(30);
-    Ok(Duration::from_secs(seconds))
+    Ok(QueueFacts {
+        arn: attributes
+            .get(&QueueAttributeName::QueueArn)
+            .cloned()
+            .unwrap_or_else(|| queue_url.to_string()),
+        visibility: Duration::from_secs(seconds),
+    })
 }
 
 async fn receive(
     client: &aws_sdk_sqs::Client,
     options: &WorkerOptions,
+    queue_arn: &str,
 ) -> Result<Vec<SqsMessage>, anyhow::Error> {
     let output = client
         .receive_message()
@@ -118,7 +129,8 @@ async fn receive(
                 describe(&e)
             )
         })?;
-    Ok(output.messages().iter().map(lambda_record).collect())
+    let records = output.messages().iter();
+    Ok(records.map(|m| lambda_record(m, Some(queue_arn))).collect())
 }
 
 /// Deletes the records that need no other delivery. A failed delete only means the record comes
@@ -161,37 +173,4 @@ async fn acknowledge(
             tracing::warn!(error = %describe(&e), "Deleting the batch failed; its messages will come back.")
         }
     }
-}
-
-/// The Lambda form of an SDK message, so that both paths share one pipeline.
-pub fn lambda_record(message: &Message) -> SqsMessage {
-    let mut record = SqsMessage::default();
-    record.message_id = message.message_id().map(str::to_string);
-    record.receipt_handle = message.receipt_handle().map(str::to_string);
-    record.body = message.body().map(str::to_string);
-    record.md5_of_body = message.md5_of_body().map(str::to_string);
-    record.event_source = Some("aws:sqs".into());
-    if let Some(attributes) = message.attributes() {
-        record.attributes = attributes
-            .iter()
-            .map(|(k, v)| (k.as_str().to_string(), v.clone()))
-            .collect();
-    }
-    if let Some(attributes) = message.message_attributes() {
-        record.message_attributes = attributes
-            .iter()
-            .map(|(name, value)| {
-                let mut attribute = SqsMessageAttribute::default();
-                attribute.data_type = Some(value.data_type().to_string());
-                attribute.string_value = value.string_value().map(str::to_string);
-                attribute.binary_value = value.binary_value().map(|b| {
-                    let mut data = Base64Data::default();
-                    data.0 = b.as_ref().to_vec();
-                    data
-                });
-                (name.clone(), attribute)
-            })
-            .collect();
-    }
-    record
 }

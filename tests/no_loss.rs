@@ -9,6 +9,7 @@
 //!
 //! CI runs N = 500. For the large run: `OPSRELAY_NO_LOSS_EVENTS=10000 bash tests/run.sh --test no_loss -- --nocapture`.
 
+#[path = "integration/common/mod.rs"]
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};

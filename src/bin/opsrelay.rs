@@ -122,8 +122,10 @@ async fn run(command: Command) -> Result<ExitCode, anyhow::Error> {
         Command::Render { event, row } => opsrelay::check::render(&event, row.as_deref()).await,
         Command::Doctor { json } => {
             let sdk = opsrelay::aws::sdk_config().await;
-            let relay = opsrelay::startup::relay_from_env(&sdk).await?;
-            let report = opsrelay::doctor::run(&relay).await;
+            let parts = opsrelay::startup::parts_from_env(&sdk).await?;
+            let slack = opsrelay::slack::SlackClient::new(&parts.settings.slack)?;
+            let subject = opsrelay::doctor::Subject::of_parts(&parts, &slack);
+            let report = opsrelay::doctor::run(&subject).await;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {

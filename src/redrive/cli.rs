@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::error::Error;
-use super::file::{AppendFile, FileSource};
+use super::file::FileSource;
 use super::filter::Filter;
 use super::inspect::{self, Output, Stats};
 use super::letter::Summary;
@@ -16,6 +16,7 @@ use super::mover::{self, Destination, Plan, Report, Source};
 use super::native;
 use super::progress;
 use super::queue::{BATCH, Queue};
+use crate::deadletter::AppendFile;
 
 /// A receive that finds nothing after this long ends a run.
 const WAIT: Duration = Duration::from_secs(1);

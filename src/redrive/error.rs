@@ -48,14 +48,8 @@ pub enum Error {
     NoRunningTask(String),
     #[error("reading {path} failed: {error}. Check the path and its permissions")]
     Read { path: String, error: String },
-    #[error(
-        "writing {path} failed: {error}. The file is cut back to its last whole line, and nothing that waited on this write was done (no message deleted from a queue, no import line counted as sent): free disk space, fix the file's permissions or write to another file, then run again"
-    )]
-    Write { path: String, error: String },
-    #[error(
-        "{0} does not end with a newline: its last line is unfinished, most likely by a run killed while writing it. Removing that line loses nothing (a message is deleted from the DLQ, or an import line counted as sent, only once its line is whole on disk): remove it, or end it with a newline if it is whole, then run again; or write to another file"
-    )]
-    Unfinished(String),
+    #[error(transparent)]
+    File(#[from] crate::deadletter::FileError),
     #[error(
         "{path} line {line}: {error} (expected a JSON line from `opsrelay dlq export` or the local dead-letter file)"
     )]
@@ -136,14 +130,6 @@ impl Error {
 }
 
 impl Error {
-    /// Writing to `path`, an [`AppendFile`](super::file::AppendFile), failed.
-    pub(crate) fn write(path: &std::path::Path, error: impl std::fmt::Display) -> Self {
-        Error::Write {
-            path: path.display().to_string(),
-            error: error.to_string(),
-        }
-    }
-
     /// Reading `path` failed.
     pub(crate) fn read(path: &std::path::Path, error: impl std::fmt::Display) -> Self {
         Error::Read {

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::letter::{Letter, NO_REASON};
+use crate::deadletter::{Letter, NO_REASON};
 
 /// The failure classes a filter can ask for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

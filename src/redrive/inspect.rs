@@ -6,9 +6,10 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::letter::{Letter, Summary};
+use super::letter::Summary;
 use super::native::Task;
 use super::queue::Depth;
+use crate::deadletter::Letter;
 
 /// How a command prints what it found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

@@ -1,56 +1,23 @@
-//! One dead letter as the `dlq` commands see it, from the DLQ or from a file: body, the message's own
-//! attributes, and the `opsrelay-failure` record when it has one. It is also the export line, a superset
-//! of the local dead-letter file's line ([`crate::dlq::DeadLetter`]), so both files read the same way.
-//! Here too is what a redrive sends: the failure record removed, the redrive counter added.
+//! What the `dlq` commands read from a dead letter ([`Letter`], defined in [`crate::deadletter`]): its
+//! event type, age and redrive count, and what a redrive sends for it: the failure record removed,
+//! the redrive counter added.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use aws_lambda_events::sqs::{SqsMessage, SqsMessageAttribute};
-use aws_sdk_sqs::types::{Message, MessageAttributeValue};
+use aws_sdk_sqs::types::MessageAttributeValue;
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::dlq::{DEFAULT_GROUP, MAX_ATTRIBUTES};
-use crate::event::Delivery;
-use crate::failure::{FAILURE_ATTRIBUTE, FailureRecord};
+use crate::deadletter::Letter;
+use crate::sqs::{MAX_ATTRIBUTES, sdk_attribute, text_attribute};
 
 /// The attribute that counts how often a message was sent back by `opsrelay dlq`.
 pub const REDRIVE_ATTRIBUTE: &str = "opsrelay-redrive-count";
-/// How messages without a failure record (moved by SQS itself) are shown and filtered.
-pub const NO_REASON: &str = "no reason";
 /// SQS takes deduplication ids of at most this many characters.
 const MAX_DEDUPLICATION_ID: usize = 128;
-
-/// One dead letter; serialized, one export line.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Letter {
-    pub message_id: String,
-    pub body: String,
-    /// The message's own attributes (`opsrelay-failure` is in `failure`).
-    #[serde(default)]
-    pub message_attributes: BTreeMap<String, SqsMessageAttribute>,
-    /// Why it failed; `None` for a message that SQS moved after `maxReceiveCount` receives.
-    #[serde(default)]
-    pub failure: Option<FailureRecord>,
-    /// The `opsrelay-failure` attribute as it was, when it is not a record this version can read
-    /// (written by a newer version, or another tool): kept in an export, never sent back.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub unread_failure: Option<String>,
-    /// When SQS accepted it (a message moved by SQS keeps its original time).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sent_at: Option<DateTime<Utc>>,
-    /// SQS's `ApproximateReceiveCount` when it was read.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub receive_count: Option<u32>,
-    /// FIFO queues only.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub message_group_id: Option<String>,
-    /// What removes it from where it was read: the receipt handle, or the line number in a file.
-    #[serde(skip)]
-    pub handle: String,
-}
 
 /// What a redrive sends for one letter.
 #[derive(Clone, Debug)]
@@ -88,39 +55,6 @@ impl Outgoing {
 }
 
 impl Letter {
-    /// A message received from the DLQ.
-    pub fn from_sqs(message: &Message) -> Self {
-        let mut record = crate::worker::lambda_record(message);
-        let delivery = Delivery::of(&record);
-        // Always taken off: it belongs to the dead letter, never to the message sent back, even when
-        // it is not a record this version can read (then kept as it was, for an export).
-        let (mut failure, mut unread_failure) = (None, None);
-        if let Some(attribute) = record.message_attributes.remove(FAILURE_ATTRIBUTE) {
-            let json = attribute.string_value.unwrap_or_default();
-            match serde_json::from_str::<FailureRecord>(&json) {
-                Ok(record) => failure = Some(record),
-                Err(error) => {
-                    tracing::warn!(
-                        message_id = %delivery.message_id,
-                        "{FAILURE_ATTRIBUTE} is not a failure record ({error}): shown as {NO_REASON:?}, kept as it is in an export, and not sent back."
-                    );
-                    unread_failure = Some(json);
-                }
-            }
-        }
-        Letter {
-            message_id: delivery.message_id,
-            body: record.body.unwrap_or_default(),
-            message_attributes: record.message_attributes.into_iter().collect(),
-            failure,
-            unread_failure,
-            sent_at: delivery.sent_at,
-            receive_count: Some(delivery.receive_count),
-            message_group_id: delivery.group_id,
-            handle: record.receipt_handle.unwrap_or_default(),
-        }
-    }
-
     /// The event type: from the failure record, else read from the message as the pipeline would.
     pub fn event_type(&self) -> Option<String> {
         if let Some(kind) = self.failure.as_ref().and_then(|f| f.event_type.clone()) {
@@ -132,25 +66,6 @@ impl Letter {
         crate::event::parse(&record)
             .ok()
             .map(|event| event.kind.as_str().to_string())
-    }
-
-    /// `transient`, `permanent`, or [`NO_REASON`].
-    pub fn class(&self) -> &str {
-        self.failure
-            .as_ref()
-            .map_or(NO_REASON, |f| f.class.as_str())
-    }
-
-    /// The failure's code, or [`NO_REASON`].
-    pub fn code(&self) -> &str {
-        self.failure.as_ref().map_or(NO_REASON, |f| f.code.as_str())
-    }
-
-    /// The failure's reason, or [`NO_REASON`].
-    pub fn reason(&self) -> &str {
-        self.failure
-            .as_ref()
-            .map_or(NO_REASON, |f| f.reason.as_str())
     }
 
     /// Time since it failed (since SQS accepted it, for a message without a failure record).
@@ -195,12 +110,6 @@ impl Letter {
         attributes
     }
 
-    /// Its FIFO message group; for a letter without one (a line of the local dead-letter file), the
-    /// group it is sent to.
-    pub fn group(&self) -> &str {
-        self.message_group_id.as_deref().unwrap_or(DEFAULT_GROUP)
-    }
-
     /// What a redrive sends: the body unchanged, the original attributes, the counter one higher
     /// (when SQS's 10 attributes leave room), and for a FIFO destination the group and a
     /// deduplication id that is the same on a rerun but new for the next redrive. `line`: its line
@@ -211,15 +120,11 @@ impl Letter {
             .original_attributes()
             .iter()
             .filter(|(name, _)| name.as_str() != REDRIVE_ATTRIBUTE)
-            .filter_map(|(name, value)| Some((name.clone(), crate::dlq::sdk_attribute(value)?)))
+            .filter_map(|(name, value)| Some((name.clone(), sdk_attribute(value)?)))
             .collect();
         let counted = attributes.len() < MAX_ATTRIBUTES;
         if counted {
-            let counter = MessageAttributeValue::builder()
-                .data_type("Number")
-                .string_value(redrives.to_string())
-                .build()
-                .expect("data_type is set");
+            let counter = text_attribute("Number", &redrives.to_string());
             attributes.insert(REDRIVE_ATTRIBUTE.to_string(), counter);
         }
         let fifo = fifo.then(|| {
@@ -298,6 +203,8 @@ impl Summary {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::deadletter::FAILURE_ATTRIBUTE;
+    use aws_sdk_sqs::types::Message;
     use serde_json::json;
 
     fn letter(attributes: usize, dropped: usize) -> Letter {

@@ -14,10 +14,11 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use super::error::Error;
-use super::file::{AppendFile, FileSource};
+use super::file::FileSource;
 use super::filter::Filter;
-use super::letter::Letter;
 use super::queue::{BATCH, Outcome, Queue};
+use crate::deadletter::AppendFile;
+use crate::deadletter::Letter;
 use crate::pace::Pacer;
 
 /// Where dead letters are read.
@@ -215,7 +216,7 @@ enum Leave {
 
 impl Mover<'_> {
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        crate::lock::lock(&self.state)
     }
 
     /// Ends the run for every batch: what comes next would fail the same way.
@@ -481,7 +482,7 @@ impl Mover<'_> {
                 match file.write(&letters.iter().collect::<Vec<_>>()).await {
                     Ok(()) => all(),
                     Err(error) => Outcome {
-                        fatal: Some(error),
+                        fatal: Some(error.into()),
                         ..Outcome::default()
                     },
                 }

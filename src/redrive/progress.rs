@@ -71,7 +71,7 @@ struct Lines(Mutex<Option<Instant>>);
 
 impl Progress for Lines {
     fn update(&self, counts: &Counts) {
-        let mut last = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut last = crate::lock::lock(&self.0);
         if last.is_none_or(|at| at.elapsed() >= LINE_EVERY) {
             *last = Some(Instant::now());
             eprintln!("moved {}, {}", counts.moved, describe(counts));

@@ -20,7 +20,9 @@ use aws_sdk_sqs::types::{
 };
 
 use super::error::Error;
-use super::letter::{Letter, Outgoing};
+use super::letter::Outgoing;
+use crate::deadletter::Letter;
+use crate::sqs::{QueueKind, queue_attributes};
 
 /// SQS takes at most this many entries per batch call.
 pub const BATCH: usize = 10;
@@ -58,22 +60,23 @@ pub struct Outcome {
 impl Queue {
     /// The queue at `url`; fails when it does not exist or cannot be read.
     pub async fn open(client: &Client, url: &str) -> Result<Self, Error> {
-        let output = client
-            .get_queue_attributes()
-            .queue_url(url)
-            .attribute_names(QueueAttributeName::QueueArn)
-            .attribute_names(QueueAttributeName::MaximumMessageSize)
-            .send()
+        let names = [
+            QueueAttributeName::QueueArn,
+            QueueAttributeName::MaximumMessageSize,
+        ];
+        let attributes = queue_attributes(client, url, &names)
             .await
             .map_err(|e| Error::aws("sqs:GetQueueAttributes", url, &e))?;
-        let attribute = |name| output.attributes().and_then(|a| a.get(&name)).cloned();
-        let arn = attribute(QueueAttributeName::QueueArn).unwrap_or_default();
         Ok(Queue {
             client: client.clone(),
             url: url.to_string(),
-            fifo: url.ends_with(".fifo") || arn.ends_with(".fifo"),
-            arn,
-            max_message_bytes: attribute(QueueAttributeName::MaximumMessageSize)
+            fifo: QueueKind::of(url).is_fifo(),
+            arn: attributes
+                .get(&QueueAttributeName::QueueArn)
+                .cloned()
+                .unwrap_or_default(),
+            max_message_bytes: attributes
+                .get(&QueueAttributeName::MaximumMessageSize)
                 .and_then(|size| size.parse().ok()),
         })
     }
@@ -91,20 +94,17 @@ impl Queue {
     }
 
     pub async fn depth(&self) -> Result<Depth, Error> {
-        let output = self
-            .client
-            .get_queue_attributes()
-            .queue_url(&self.url)
-            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
-            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
-            .send()
+        let names = [
+            QueueAttributeName::ApproximateNumberOfMessages,
+            QueueAttributeName::ApproximateNumberOfMessagesNotVisible,
+            QueueAttributeName::ApproximateNumberOfMessagesDelayed,
+        ];
+        let attributes = queue_attributes(&self.client, &self.url, &names)
             .await
             .map_err(|e| Error::aws("sqs:GetQueueAttributes", &self.url, &e))?;
         let count = |name: QueueAttributeName| {
-            output
-                .attributes()
-                .and_then(|a| a.get(&name))
+            attributes
+                .get(&name)
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0)
         };

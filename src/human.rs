@@ -1,0 +1,44 @@
+//! Ages and durations as a person reads them: `45 s`, `12 min`, `3 h`, `9 days`, rounded down to
+//! the largest unit that fits, for every age the CLI and the logs print.
+
+use std::fmt;
+use std::time::Duration;
+
+/// A duration that displays for a person.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Age(pub Duration);
+
+impl fmt::Display for Age {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let seconds = self.0.as_secs();
+        match seconds {
+            0..60 => write!(f, "{seconds} s"),
+            60..3_600 => write!(f, "{} min", seconds / 60),
+            3_600..86_400 => write!(f, "{} h", seconds / 3_600),
+            86_400..172_800 => write!(f, "1 day"),
+            _ => write!(f, "{} days", seconds / 86_400),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_age_reads_in_the_largest_unit_that_fits() {
+        let cases = [
+            (0, "0 s"),
+            (45, "45 s"),
+            (90, "1 min"),
+            (3_599, "59 min"),
+            (7_200, "2 h"),
+            (86_400, "1 day"),
+            (817_841_687, "9465 days"),
+            (9 * 86_400 + 3_600, "9 days"),
+        ];
+        for (seconds, text) in cases {
+            assert_eq!(Age(Duration::from_secs(seconds)).to_string(), text);
+        }
+    }
+}

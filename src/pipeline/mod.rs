@@ -1,0 +1,145 @@
+//! A batch of SQS records in, one outcome per record out: delivered, left for SQS to deliver again, or
+//! dead-lettered with the reason. Records run concurrently up to a bound (FIFO groups one after the
+//! other, in order), a panic fails only its own record, and nothing runs past the deadline.
+//!
+//! Reading order: [`ordering`] groups a batch, [`record`] takes one record from start to outcome
+//! (with [`compose`] for its message, [`retry`] inside the invocation and [`failure`]'s one
+//! classification), [`budget`] is the invocation's time, [`delivered`] the memory that keeps a
+//! redelivered message from being posted twice, and [`outcome`] the answer for Lambda.
+
+pub mod budget;
+pub mod compose;
+pub mod delivered;
+pub mod failure;
+pub mod ordering;
+pub mod outcome;
+pub mod record;
+pub mod retry;
+
+use std::collections::BTreeMap;
+
+use aws_lambda_events::sqs::SqsMessage;
+use futures::StreamExt;
+use tokio::time::Instant;
+
+pub use budget::Budget;
+pub use compose::{compose, template_context};
+pub use failure::{ProcessError, classify};
+pub use outcome::{MissingMessageId, Outcome, Processed, Tally, batch_response};
+
+use crate::config::{self, Settings};
+use crate::db::Database;
+use crate::deadletter::DeadLetters;
+use crate::rules::Rules;
+use crate::slack::{Destination, SlackClient};
+use crate::sqs::QueueKind;
+use delivered::DeliveredMemory;
+use ordering::ordering_groups;
+
+/// Everything made once at start-up and borrowed by every event.
+pub struct Relay {
+    rules: Rules,
+    database: Option<Database>,
+    slack: SlackClient,
+    destinations: BTreeMap<String, Destination>,
+    dead_letters: DeadLetters,
+    settings: Settings,
+    delivered: DeliveredMemory,
+}
+
+impl Relay {
+    /// Assembles the relay; fails when the rules need what is not configured
+    /// ([`config::Problems`]): a database for a query, a webhook for a destination.
+    pub fn new(
+        settings: Settings,
+        rules: Rules,
+        database: Option<Database>,
+        destinations: BTreeMap<String, Destination>,
+        dead_letters: DeadLetters,
+    ) -> Result<Self, anyhow::Error> {
+        config::Problems::of_rules(&rules, database.is_some(), &destinations).into_result()?;
+        let slack = SlackClient::new(&settings.slack)?;
+        Ok(Self {
+            delivered: DeliveredMemory::new(settings.delivered_memory),
+            rules,
+            database,
+            slack,
+            destinations,
+            dead_letters,
+            settings,
+        })
+    }
+
+    pub fn rules(&self) -> &Rules {
+        &self.rules
+    }
+
+    pub fn database(&self) -> Option<&Database> {
+        self.database.as_ref()
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    pub fn slack(&self) -> &SlackClient {
+        &self.slack
+    }
+
+    pub fn destinations(&self) -> &BTreeMap<String, Destination> {
+        &self.destinations
+    }
+
+    pub fn dead_letters(&self) -> &DeadLetters {
+        &self.dead_letters
+    }
+
+    /// Processes a batch that must be answered by `end`; every record gets an outcome, in the order
+    /// given. Whether the batch keeps order is decided once, from the queue its records came from.
+    pub async fn run_batch(&self, records: &[SqsMessage], end: Instant) -> Vec<Processed> {
+        let budget = Budget::new(end, self.settings.deadline_margin);
+        let queue = QueueKind::of_batch(records);
+        let mut results: Vec<Option<Processed>> = vec![None; records.len()];
+        let mut done = futures::stream::iter(ordering_groups(records, queue))
+            .map(|group| self.run_group(records, group, budget))
+            .buffer_unordered(self.settings.concurrency);
+        while let Some(group_results) = done.next().await {
+            for (index, processed) in group_results {
+                results[index] = Some(processed);
+            }
+        }
+        drop(done);
+        let results: Vec<Processed> = results.into_iter().flatten().collect();
+        let tally = Tally::of(&results);
+        tracing::info!(
+            records = records.len(),
+            delivered = tally.delivered,
+            retried = tally.retried,
+            dead_lettered = tally.dead_lettered,
+            "Processed a batch."
+        );
+        results
+    }
+
+    /// Runs one ordering group in order; after a record left for retry, the rest of a FIFO group is
+    /// left too, so that order is kept (and dead-lettered with that reason on its last receive).
+    async fn run_group(
+        &self,
+        records: &[SqsMessage],
+        group: Vec<usize>,
+        budget: Budget,
+    ) -> Vec<(usize, Processed)> {
+        let mut out = Vec::with_capacity(group.len());
+        let mut blocked_by: Option<String> = None;
+        for index in group {
+            let processed = self
+                .handle(&records[index], blocked_by.as_deref(), budget)
+                .await;
+            if blocked_by.is_none() && matches!(processed.outcome, Outcome::Retry { .. }) {
+                blocked_by = Some(processed.message_id.clone());
+            }
+            out.push((index, processed));
+        }
+        out
+    }
+}

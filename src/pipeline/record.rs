@@ -1,0 +1,227 @@
+//! One record from start to outcome, in its own span (so every line carries `message_id`,
+//! `receive_count` and `event_type`): parsed, looked up, rendered and posted to each destination not
+//! yet served, a panic or the deadline failing only this record; then the one decision of what a
+//! failure becomes: DLQ (permanent, or transient on the last allowed receive) or retry.
+
+use std::panic::AssertUnwindSafe;
+
+use aws_lambda_events::sqs::SqsMessage;
+use futures::FutureExt;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use super::Relay;
+use super::budget::Budget;
+use super::compose::compose;
+use super::failure::{ProcessError, classify};
+use super::outcome::{Outcome, Processed};
+use super::retry::retry;
+use crate::deadletter::{FailureClass, FailureRecord};
+use crate::event::{self, OpsEvent};
+use crate::sqs::Delivery;
+
+impl Relay {
+    /// One record from start to outcome. `blocked_by`: an earlier record of its FIFO group that is
+    /// left for retry, so this one is left too (order is kept). Never panics, never returns early.
+    pub(super) async fn handle(
+        &self,
+        record: &SqsMessage,
+        blocked_by: Option<&str>,
+        budget: Budget,
+    ) -> Processed {
+        let delivery = Delivery::of(record);
+        let span = tracing::info_span!(
+            "message",
+            message_id = %delivery.message_id,
+            receive_count = delivery.receive_count,
+            event_type = tracing::field::Empty,
+        );
+        async {
+            let started = Instant::now();
+            let parsed = event::parse(record);
+            let event_type = parsed.as_ref().ok().map(|e| e.kind.as_str().to_string());
+            if let Some(kind) = &event_type {
+                tracing::Span::current().record("event_type", kind.as_str());
+            }
+            let result = match blocked_by {
+                Some(earlier) => Err(ProcessError::FifoBlocked {
+                    earlier: earlier.to_string(),
+                }),
+                None => {
+                    let work = async { self.deliver(&parsed?, &delivery, budget).await };
+                    isolate(budget.work_deadline(), work).await
+                }
+            };
+            let outcome = match result {
+                Ok(()) => {
+                    tracing::info!(
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        "Delivered the message."
+                    );
+                    Outcome::Delivered
+                }
+                Err(error) => {
+                    self.settle(record, &delivery, event_type, error, budget)
+                        .await
+                }
+            };
+            Processed {
+                message_id: delivery.message_id.clone(),
+                outcome,
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Decides what a failure becomes: DLQ (permanent, or transient on the last receive) or retry.
+    async fn settle(
+        &self,
+        record: &SqsMessage,
+        delivery: &Delivery,
+        event_type: Option<String>,
+        error: ProcessError,
+        budget: Budget,
+    ) -> Outcome {
+        let class = classify(&error);
+        let last_receive = delivery.receive_count >= self.settings.max_receive_count;
+        if class == FailureClass::Transient && !last_receive {
+            tracing::warn!(
+                code = error.code(),
+                error = %error,
+                "Left the message for SQS to deliver again."
+            );
+            return Outcome::Retry {
+                code: error.code().to_string(),
+                reason: error.to_string(),
+            };
+        }
+        let failure = FailureRecord::new(error.failure(), event_type, delivery);
+        let left = match budget.for_dead_letter() {
+            Ok(left) => left,
+            Err(left) => {
+                tracing::warn!(
+                    code = %failure.code,
+                    reason = %failure.reason,
+                    left_ms = left.as_millis() as u64,
+                    "No time left to dead-letter the message; SQS will deliver it again."
+                );
+                return Outcome::Retry {
+                    code: "dlq_unavailable".into(),
+                    reason: format!(
+                        "{}; then no time was left before the invocation's deadline to dead-letter it",
+                        failure.reason
+                    ),
+                };
+            }
+        };
+        match self.dead_letters.send(record, &failure, left).await {
+            Ok(()) => {
+                tracing::error!(
+                    class = failure.class.as_str(),
+                    code = %failure.code,
+                    reason = %failure.reason,
+                    "Sent the message to the DLQ."
+                );
+                Outcome::DeadLettered(failure)
+            }
+            Err(dlq_error) => {
+                tracing::warn!(
+                    code = %failure.code,
+                    reason = %failure.reason,
+                    dlq_error = %dlq_error,
+                    "Could not dead-letter the message; SQS will deliver it again."
+                );
+                Outcome::Retry {
+                    code: "dlq_unavailable".into(),
+                    reason: format!("{}; then {dlq_error}", failure.reason),
+                }
+            }
+        }
+    }
+
+    /// Looks the record up, renders the message and posts it to every destination not yet served.
+    async fn deliver(
+        &self,
+        event: &OpsEvent,
+        delivery: &Delivery,
+        budget: Budget,
+    ) -> Result<(), ProcessError> {
+        let deadline = budget.work_deadline();
+        let database = self.database.as_ref();
+        let (rule, message) =
+            compose(&self.rules, database, &self.settings, event, deadline).await?;
+        for name in &rule.destinations {
+            if self.delivered.contains(&delivery.message_id, name) {
+                tracing::info!(destination = %name, "Skipped a destination already served for this message.");
+                continue;
+            }
+            // Relay::new made sure that every destination a rule names has a webhook.
+            let destination = &self.destinations[name];
+            retry(&self.settings.retry, deadline, "the Slack post", || async {
+                self.slack
+                    .post(destination, &message, deadline)
+                    .await
+                    .map_err(|source| ProcessError::Slack {
+                        destination: name.clone(),
+                        source,
+                    })
+            })
+            .await?;
+            self.delivered.insert(&delivery.message_id, name);
+        }
+        Ok(())
+    }
+}
+
+/// Runs one record's work so that a panic or the deadline fails only that record.
+async fn isolate(
+    deadline: Instant,
+    work: impl std::future::Future<Output = Result<(), ProcessError>>,
+) -> Result<(), ProcessError> {
+    match AssertUnwindSafe(tokio::time::timeout_at(deadline, work))
+        .catch_unwind()
+        .await
+    {
+        Ok(Ok(result)) => result,
+        Ok(Err(_elapsed)) => Err(ProcessError::Deadline),
+        Err(panic) => Err(ProcessError::Panicked(panic_text(&*panic))),
+    }
+}
+
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panic_becomes_this_records_failure() {
+        let result = isolate(Instant::now() + Duration::from_secs(5), async {
+            panic!("boom in a template helper")
+        })
+        .await;
+        match result {
+            Err(ProcessError::Panicked(text)) => assert_eq!(text, "boom in a template helper"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn work_past_the_deadline_is_cut() {
+        let result = isolate(Instant::now() + Duration::from_secs(1), async {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            Ok(())
+        })
+        .await;
+        assert!(matches!(result, Err(ProcessError::Deadline)));
+    }
+}

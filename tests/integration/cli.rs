@@ -1,0 +1,263 @@
+//! The operator CLI as an operator runs it: the local run on embedded defaults, `check` and `render`.
+
+use std::process::{Command, Output};
+
+use crate::common::slack::{Reply, SlackStandIn};
+
+fn opsrelay(args: &[&str], env: &[(&str, &str)], dir: &std::path::Path) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_opsrelay"));
+    command
+        .args(args)
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command.output().expect("run opsrelay")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).to_string()
+}
+
+#[test]
+fn the_local_run_delivers_the_samples_and_dead_letters_the_poison_ones_with_reasons() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = opsrelay(&["local"], &[], dir.path());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("Summary: 4 delivered, 0 retried, 3 dead-lettered"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("Smith &amp; Sons &lt;!channel&gt;"),
+        "values are escaped: {stdout}"
+    );
+    let dead = std::fs::read_to_string(dir.path().join("opsrelay-dead-letters.jsonl")).unwrap();
+    let codes: Vec<String> = dead
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["failure"]["code"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(codes.len(), 3);
+    for code in ["malformed_event", "unknown_event_type", "record_not_found"] {
+        assert!(
+            codes.iter().any(|c| c == code),
+            "{code} missing in {codes:?}"
+        );
+    }
+}
+
+#[test]
+fn the_local_run_appends_no_dead_letter_after_an_unfinished_line_and_counts_them_undelivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let unfinished = "{\"message_id\":\"killed while writi";
+    let file = dir.path().join("opsrelay-dead-letters.jsonl");
+    std::fs::write(&file, unfinished).unwrap();
+    let out = opsrelay(&["local"], &[], dir.path());
+    assert!(!out.status.success());
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("0 dead-lettered, 3 undelivered"),
+        "{stdout}"
+    );
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("does not end with a newline"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), unfinished);
+}
+
+#[tokio::test]
+async fn the_local_run_posts_when_a_webhook_is_set_and_never_logs_it() {
+    let slack = SlackStandIn::start(vec![Reply::Status(503, "service_unavailable")]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = slack.url.clone();
+    let path = dir.path().to_path_buf();
+    let out = tokio::task::spawn_blocking(move || {
+        opsrelay(
+            &["local"],
+            &[
+                ("OPSRELAY_SLACK_WEBHOOK_URL", &url),
+                ("OPSRELAY_LOG", "debug"),
+            ],
+            &path,
+        )
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(slack.delivered().len(), 4, "posted after one 503");
+    let all = text(&out.stdout) + &text(&out.stderr);
+    assert!(all.contains("Retrying the Slack post."), "{all}");
+    assert!(
+        !all.contains(&slack.url) && !all.contains("B0SECRET"),
+        "the webhook URL leaked: {all}"
+    );
+}
+
+#[test]
+fn check_names_the_file_the_rule_the_key_and_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("rules.toml"),
+        "[rules.\"order.created\"]\ntext = \"x\"\nquery = \"SELECT 1\"\n",
+    )
+    .unwrap();
+    let out = opsrelay(&["check"], &[("OPSRELAY_RULES", "rules.toml")], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("rules file rules.toml: rules.\"order.created\".query"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("fix: use $1"), "{stderr}");
+}
+
+#[test]
+fn check_passes_complete_settings_without_touching_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = opsrelay(
+        &["check"],
+        &[
+            (
+                "OPSRELAY_SLACK_WEBHOOK_URL",
+                "https://hooks.slack.com/services/T0/B0/XXXX",
+            ),
+            (
+                "OPSRELAY_DATABASE_URL",
+                "postgres://ro:pw@db.invalid:5432/app",
+            ),
+            (
+                "OPSRELAY_DLQ_URL",
+                "https://sqs.us-east-1.amazonaws.com/123456789012/ops-dlq",
+            ),
+        ],
+        dir.path(),
+    );
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains("ok    database: postgres (not connected)"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("XXXX") && !stdout.contains(":pw@"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn check_refuses_a_plain_http_webhook() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = opsrelay(
+        &["check"],
+        &[
+            (
+                "OPSRELAY_SLACK_WEBHOOK_URL",
+                "http://hooks.slack.com/services/T0/B0/XXXX",
+            ),
+            ("OPSRELAY_DATABASE_URL", "sqlite::memory:"),
+            (
+                "OPSRELAY_DLQ_URL",
+                "https://sqs.us-east-1.amazonaws.com/1/dlq",
+            ),
+        ],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stdout).contains("not an https URL"));
+}
+
+#[test]
+fn render_shows_the_message_an_event_would_produce() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("event.json"),
+        r#"{"type": "order.created", "id": "42"}"#,
+    )
+    .unwrap();
+    let out = opsrelay(&["render", "--event", "event.json"], &[], dir.path());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let message: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        message["text"],
+        "New order 42 from Ada Lovelace: 129.90 EUR"
+    );
+}
+
+#[test]
+fn render_takes_the_record_from_a_row_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("event.json"),
+        r#"{"type": "user.signed_up", "id": "1"}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("row.json"),
+        r#"{"name": "Linus <!here>", "plan": "free", "referrer": null}"#,
+    )
+    .unwrap();
+    let out = opsrelay(
+        &["render", "--event", "event.json", "--row", "row.json"],
+        &[],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let message: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        message["blocks"][0]["text"]["text"],
+        ":wave: *Linus &lt;!here&gt;* signed up on the *free* plan."
+    );
+}
+
+#[test]
+fn render_explains_a_malformed_event() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("event.json"),
+        r#"{"type": "order.created"}"#,
+    )
+    .unwrap();
+    let out = opsrelay(&["render", "--event", "event.json"], &[], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("event.json: the event has no `id`"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn the_local_runs_text_logs_carry_no_colour_codes_when_stderr_is_a_pipe() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = opsrelay(&["local"], &[], dir.path());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("Delivered the message."), "{stderr}");
+    assert!(
+        !stderr.contains("\x1b["),
+        "ANSI codes in logs written to a pipe:\n{}",
+        stderr.escape_debug()
+    );
+}
+
+// Passes on e91ae13 already (tracing-subscriber's default honours NO_COLOR): it guards the fix.
+#[test]
+fn the_local_runs_text_logs_carry_no_colour_codes_with_no_color_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = opsrelay(&["local"], &[("NO_COLOR", "1")], dir.path());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("Delivered the message."), "{stderr}");
+    assert!(
+        !stderr.contains("\x1b["),
+        "ANSI codes in logs with NO_COLOR=1:\n{}",
+        stderr.escape_debug()
+    );
+}
