@@ -4,7 +4,7 @@
 use std::sync::OnceLock;
 
 use aws_config::BehaviorVersion;
-use aws_sdk_sqs::error::DisplayErrorContext;
+use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
 use aws_smithy_http_client::proxy::ProxyConfig;
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 use aws_smithy_http_client::{Builder, ConnectorBuilder};
@@ -45,16 +45,54 @@ fn https_client_on_first_use() -> SharedHttpClient {
     })
 }
 
-/// An SDK error with its whole chain, and the IAM action to grant when access was denied.
-pub fn describe(error: &(dyn std::error::Error + 'static)) -> String {
-    let text = DisplayErrorContext(error).to_string();
-    if text.contains("AccessDenied") || text.contains("not authorized") {
-        format!("{text} (access denied: grant the IAM action named above)")
+/// An SDK error in one sentence a person reads: AWS's code and message when AWS answered, else what
+/// failed on the way (each cause once, first lines only: no `Debug` dump, no list of every credential
+/// provider tried), then what to do when that is known.
+pub fn describe<E, R>(error: &SdkError<E, R>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug + 'static,
+{
+    let text = match (error.code(), error.message()) {
+        (Some(code), Some(message)) => format!("{code}: {message}"),
+        (Some(code), None) => code.to_string(),
+        _ => causes(error),
+    };
+    let hint = if text.contains("AccessDenied") || text.contains("not authorized") {
+        "access denied: grant the IAM action named above"
     } else if text.contains("NonExistentQueue") || text.contains("QueueDoesNotExist") {
-        format!("{text} (the queue does not exist: check the queue URL and the region)")
+        "the queue does not exist: check the queue URL and the region"
+    } else if text.contains("no credentials") || text.contains("credential provider") {
+        "no AWS credentials were found: run with a role, or set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+    } else if text.contains("Missing Region") {
+        "no AWS region is set: set AWS_REGION"
+    } else if matches!(
+        error,
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_)
+    ) {
+        "AWS could not be reached: check the network, AWS_REGION and AWS_ENDPOINT_URL"
     } else {
-        text
+        return text;
+    };
+    format!("{text} ({hint})")
+}
+
+/// The first line of each cause in `error`'s chain, each said once, joined by `: `.
+fn causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(error);
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        let line = text.lines().next().unwrap_or_default().trim();
+        let line = line
+            .trim_end_matches("Attempted:")
+            .trim_end_matches(['.', ' ']);
+        if !line.is_empty() && !parts.iter().any(|p| p.contains(line)) {
+            parts.push(line.to_string());
+        }
+        next = cause.source();
     }
+    parts.join(": ")
 }
 
 /// Whether a configured value names a Secrets Manager secret instead of holding the value.

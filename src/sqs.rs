@@ -197,7 +197,10 @@ mod tests {
             .build();
         let record = lambda_record(&message, Some("arn:aws:sqs:us-east-1:1:q.fifo"));
         assert_eq!(record.message_id.as_deref(), Some("m-1"));
-        assert_eq!(QueueKind::of_batch(std::slice::from_ref(&record)), QueueKind::Fifo);
+        assert_eq!(
+            QueueKind::of_batch(std::slice::from_ref(&record)),
+            QueueKind::Fifo
+        );
         let attribute = &record.message_attributes["event_type"];
         assert_eq!(attribute.string_value.as_deref(), Some("order.created"));
         assert_eq!(

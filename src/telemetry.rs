@@ -1,8 +1,14 @@
 //! Logging: structured fields then a short sentence; JSON on Lambda (CloudWatch reads it), text on a
 //! terminal. `OPSRELAY_LOG` sets the filter (default `info`), `OPSRELAY_LOG_FORMAT` (`json` or `text`)
 //! the format. Logs go to standard error, so standard output stays for the commands' own output.
+//! The SDK's own warnings are left out unless `OPSRELAY_LOG` asks for them.
 
 use tracing_subscriber::EnvFilter;
+
+/// INFO, but the AWS SDK's own warnings only from ERROR: outside AWS its credential and region
+/// providers warn, in several lines with `Debug` dumps, about the instance metadata service they try
+/// last; what failed reaches the operator once, in the failed call's own error ([`crate::aws::describe`]).
+const DEFAULT_FILTER: &str = "info,aws_config=error";
 
 /// How log lines are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -18,7 +24,8 @@ pub fn init(default: LogFormat) {
         Ok("text") => LogFormat::Text,
         _ => default,
     };
-    let filter = EnvFilter::try_from_env("OPSRELAY_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_env("OPSRELAY_LOG").unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
