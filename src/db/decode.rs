@@ -7,7 +7,7 @@ use base64::Engine as _;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
 use serde_json::{Map, Value as Json};
 use sqlx::mysql::MySqlRow;
-use sqlx::postgres::PgRow;
+use sqlx::postgres::{PgRow, PgValueFormat};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{AssertSqlSafe, Column, ColumnIndex, Decode, Executor, Row, Type, TypeInfo, ValueRef};
 
@@ -136,7 +136,7 @@ pub(super) fn pg_value(
         "INT8" => Json::from(get::<_, i64>(row, i)?),
         "FLOAT4" => Json::from(get::<_, f32>(row, i)?),
         "FLOAT8" => Json::from(get::<_, f64>(row, i)?),
-        "NUMERIC" => text(get::<_, rust_decimal::Decimal>(row, i)?),
+        "NUMERIC" => text(pg_numeric(row, i)?),
         "TEXT" | "VARCHAR" | "BPCHAR" | "CHAR" | "NAME" | "CITEXT" | "UNKNOWN" => {
             text(get::<_, String>(row, i)?)
         }
@@ -152,6 +152,25 @@ pub(super) fn pg_value(
         "INT8[]" => Json::from(get::<_, Vec<i64>>(row, i)?),
         _ => return Ok(None),
     }))
+}
+
+/// A PostgreSQL `numeric` with the scale the column gives it: sqlx reads a zero (which PostgreSQL
+/// sends without digits) as a bare `0`, so the display scale is read from the value's header
+/// (`ndigits`, `weight`, `sign`, `dscale`: four 16-bit words of the binary format) and applied. The
+/// text format keeps the scale already.
+fn pg_numeric(row: &PgRow, i: usize) -> Result<rust_decimal::Decimal, sqlx::Error> {
+    let mut decimal: rust_decimal::Decimal = get(row, i)?;
+    let raw = row.try_get_raw(i)?;
+    let binary = raw.format() == PgValueFormat::Binary;
+    let scale = binary
+        .then(|| raw.as_bytes().ok())
+        .flatten()
+        .and_then(|bytes| bytes.get(6..8))
+        .map(|dscale| u32::from(u16::from_be_bytes([dscale[0], dscale[1]])));
+    if let Some(scale) = scale.filter(|scale| *scale > decimal.scale()) {
+        decimal.rescale(scale);
+    }
+    Ok(decimal)
 }
 
 pub(super) fn mysql_value(

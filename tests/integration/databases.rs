@@ -265,9 +265,14 @@ async fn decimals_as_posted(engine: Engine, decimal_type: &str) -> String {
         .to_string()
 }
 
-// MariaDB's DECIMAL(10,2) 0.00 already comes out as 0.00 (its text protocol keeps the scale).
 #[tokio::test]
 async fn postgres_a_decimal_zero_keeps_its_scale() {
     let text = decimals_as_posted(Engine::Postgres, "NUMERIC(10,2)").await;
+    assert_eq!(text, "zero=0.00 tenth=0.10 ten=10.00 total=129.90");
+}
+
+#[tokio::test]
+async fn mariadb_a_decimal_zero_keeps_its_scale() {
+    let text = decimals_as_posted(Engine::MariaDb, "DECIMAL(10,2)").await;
     assert_eq!(text, "zero=0.00 tenth=0.10 ten=10.00 total=129.90");
 }
