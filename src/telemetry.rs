@@ -1,6 +1,6 @@
-//! Logging: structured fields then a short sentence; JSON on Lambda (CloudWatch reads it), text on a
-//! terminal. `OPSRELAY_LOG` sets the filter (default `info`), `OPSRELAY_LOG_FORMAT` (`json` or `text`)
-//! the format. Logs go to standard error, so standard output stays for the commands' own output.
+//! Logging: structured fields then a short sentence; JSON on Lambda (CloudWatch reads it), text
+//! elsewhere, in colour only on a terminal (and never with `NO_COLOR`). `OPSRELAY_LOG` sets the
+//! filter (default `info`), `OPSRELAY_LOG_FORMAT` (`json` or `text`) the format. Logs go to standard error, so standard output stays for the commands' own output.
 //! The SDK's own warnings are left out unless `OPSRELAY_LOG` asks for them.
 
 use tracing_subscriber::EnvFilter;
@@ -36,6 +36,17 @@ pub fn init(default: LogFormat) {
             .with_current_span(true)
             .with_span_list(false)
             .try_init(),
-        LogFormat::Text => builder.with_target(false).try_init(),
+        LogFormat::Text => builder
+            .with_target(false)
+            .with_ansi(colour_on_stderr())
+            .try_init(),
     };
+}
+
+/// Colour only for a person at a terminal: never when standard error is a file or a pipe (CI, cron,
+/// `2> file`), nor when `NO_COLOR` is set to anything (no-color.org).
+fn colour_on_stderr() -> bool {
+    use std::io::IsTerminal;
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    std::io::stderr().is_terminal() && !no_color
 }
