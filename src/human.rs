@@ -1,5 +1,6 @@
-//! Ages and durations as a person reads them: `45 s`, `12 min`, `3 h`, `9 days`, rounded down to
-//! the largest unit that fits, for every age the CLI and the logs print.
+//! Ages and durations as a person reads them, for every age the CLI and the logs print: in a sentence
+//! `45 s`, `12 min`, `3 h`, `9 days` (rounded down to the largest unit that fits); in a table's narrow
+//! column `45s`, `12m`, `3h 4m`, `2d 5h` (the units `--older-than` takes).
 
 use std::fmt;
 use std::time::Duration;
@@ -21,6 +22,22 @@ impl fmt::Display for Age {
     }
 }
 
+impl Age {
+    pub fn from_secs(seconds: u64) -> Self {
+        Age(Duration::from_secs(seconds))
+    }
+
+    /// The table form: `45s`, `12m`, `3h 4m`, `2d 5h`.
+    pub fn compact(self) -> String {
+        match self.0.as_secs() {
+            s if s < 60 => format!("{s}s"),
+            s if s < 3_600 => format!("{}m", s / 60),
+            s if s < 86_400 => format!("{}h {}m", s / 3_600, s % 3_600 / 60),
+            s => format!("{}d {}h", s / 86_400, s % 86_400 / 3_600),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -38,7 +55,15 @@ mod tests {
             (9 * 86_400 + 3_600, "9 days"),
         ];
         for (seconds, text) in cases {
-            assert_eq!(Age(Duration::from_secs(seconds)).to_string(), text);
+            assert_eq!(Age::from_secs(seconds).to_string(), text);
         }
+    }
+
+    #[test]
+    fn a_tables_age_reads_in_the_two_largest_units() {
+        assert_eq!(Age::from_secs(45).compact(), "45s");
+        assert_eq!(Age::from_secs(12 * 60 + 5).compact(), "12m");
+        assert_eq!(Age::from_secs(3 * 3_600 + 4 * 60).compact(), "3h 4m");
+        assert_eq!(Age::from_secs(2 * 86_400 + 5 * 3_600).compact(), "2d 5h");
     }
 }

@@ -18,6 +18,7 @@ use tokio::time::Instant;
 use crate::config::{ConfigError, Settings};
 use crate::db::Database;
 use crate::deadletter::DeadLetters;
+use crate::human::Age;
 use crate::pipeline::Relay;
 use crate::rules::Rules;
 use crate::slack::{Destination, SlackClient};
@@ -50,7 +51,7 @@ impl Report {
         let started = Instant::now();
         let result = match tokio::time::timeout(CHECK_TIMEOUT, check).await {
             Ok(result) => result,
-            Err(_) => Err(format!("no answer within {} s", CHECK_TIMEOUT.as_secs())),
+            Err(_) => Err(format!("no answer within {}", Age(CHECK_TIMEOUT))),
         };
         let (ok, detail) = match result {
             Ok(detail) => (true, detail),

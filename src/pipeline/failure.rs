@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::db::LookupError;
 use crate::deadletter::{Failure, FailureClass};
 use crate::event::EventError;
+use crate::human::Age;
 use crate::render::RenderError;
 use crate::slack::SlackError;
 
@@ -22,9 +23,9 @@ pub enum ProcessError {
     )]
     UnknownEventType(String),
     #[error(
-        "record {id} of rule `{rule}` not found, {age_s} s after the event (replicas get {grace_s} s to catch up): check that the id exists on the primary",
-        age_s = age.as_secs(),
-        grace_s = grace.as_secs()
+        "record {id} of rule `{rule}` not found, {} after the event (replicas get {} to catch up): check that the id exists on the primary",
+        Age(*age),
+        Age(*grace)
     )]
     RecordNotFound {
         rule: String,

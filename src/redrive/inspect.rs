@@ -10,6 +10,7 @@ use super::letter::Summary;
 use super::native::Task;
 use super::queue::Depth;
 use crate::deadletter::Letter;
+use crate::human::Age;
 
 /// How a command prints what it found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -89,7 +90,8 @@ impl Stats {
         out += &format!(
             "Scanned: {} messages, oldest {}\n\nBy event type:\n",
             self.scanned,
-            self.oldest_age_seconds.map_or("-".into(), age)
+            self.oldest_age_seconds
+                .map_or("-".into(), |s| Age::from_secs(s).compact())
         );
         for (kind, count) in &self.by_event_type {
             out += &format!("  {count:>7}  {kind}\n");
@@ -125,7 +127,8 @@ pub fn messages(summaries: &[Summary]) -> String {
             cut(s.event_type.as_deref().unwrap_or(UNKNOWN_TYPE), 20),
             s.class.clone(),
             cut(&s.code, 22),
-            s.age_seconds.map_or("-".into(), age),
+            s.age_seconds
+                .map_or("-".into(), |s| Age::from_secs(s).compact()),
             s.receive_count.map_or("-".into(), |c| c.to_string()),
             cut(&s.reason, 80),
         ]
@@ -183,16 +186,6 @@ fn table(columns: &[(&str, isize)], rows: impl Iterator<Item = Vec<String>>) -> 
     rows.map(line).fold(header, |out, row| out + &row)
 }
 
-/// `45s`, `12m`, `3h 4m`, `2d 5h`.
-pub fn age(seconds: u64) -> String {
-    match seconds {
-        s if s < 60 => format!("{s}s"),
-        s if s < 3_600 => format!("{}m", s / 60),
-        s if s < 86_400 => format!("{}h {}m", s / 3_600, s % 3_600 / 60),
-        s => format!("{}d {}h", s / 86_400, s % 86_400 / 3_600),
-    }
-}
-
 /// At most `max` characters, on one line.
 fn cut(text: &str, max: usize) -> String {
     let line = text.replace(['\n', '\r'], " ");
@@ -206,14 +199,6 @@ fn cut(text: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ages_read_in_the_largest_units() {
-        assert_eq!(age(45), "45s");
-        assert_eq!(age(12 * 60 + 5), "12m");
-        assert_eq!(age(3 * 3_600 + 4 * 60), "3h 4m");
-        assert_eq!(age(2 * 86_400 + 5 * 3_600), "2d 5h");
-    }
 
     #[test]
     fn a_long_reason_is_cut_to_one_line() {

@@ -53,7 +53,7 @@ pub struct Destination {
 /// What went wrong with one attempt. The pipeline's `classify` decides what is retried.
 #[derive(Debug, thiserror::Error)]
 pub enum SlackError {
-    #[error("Slack answered 429 (rate limited){}", match .retry_after { Some(d) => format!(", retry after {} s", d.as_secs()), None => String::new() })]
+    #[error("Slack answered 429 (rate limited){}", match .retry_after { Some(d) => format!(", retry after {}", crate::human::Age(*d)), None => String::new() })]
     RateLimited { retry_after: Option<Duration> },
     #[error("Slack answered {status} `{code}`")]
     Rejected { status: u16, code: String },
