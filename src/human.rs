@@ -60,7 +60,7 @@ mod tests {
     }
 
     #[test]
-    fn a_tables_age_reads_in_the_two_largest_units() {
+    fn ages_read_in_the_largest_units() {
         assert_eq!(Age::from_secs(45).compact(), "45s");
         assert_eq!(Age::from_secs(12 * 60 + 5).compact(), "12m");
         assert_eq!(Age::from_secs(3 * 3_600 + 4 * 60).compact(), "3h 4m");

@@ -134,177 +134,37 @@ impl Rules {
 
     /// Checks rules given as text; `file` names them in errors.
     pub fn parse(file: &str, source: &str) -> Result<Self, RulesError> {
-        let fail = |place: String, problem: String, fix: &str| RulesError {
-            file: file.to_string(),
-            place,
-            problem,
-            fix: fix.to_string(),
+        let mut checker = Checker {
+            file,
+            templates: Templates::new(),
         };
         let parsed: RulesFile = toml::from_str(source).map_err(|e| {
             let place = e
                 .span()
                 .map_or_else(|| "the file".into(), |span| place_of(source, span.start));
-            fail(
+            checker.fail(
                 place,
                 without_strings(e.message()),
                 "correct the key or value named above (the format is in README.md, section Rules)",
             )
         })?;
         if parsed.rules.is_empty() {
-            return Err(fail(
+            return Err(checker.fail(
                 "[rules]".into(),
                 "no rules are defined".into(),
                 "add a table such as [rules.\"order.created\"] with a `text` template",
             ));
         }
-        let default_destinations = parsed
-            .defaults
-            .destinations
-            .unwrap_or_else(|| vec![DEFAULT_DESTINATION.to_string()]);
-        let default_id_type = parsed.defaults.id_type.unwrap_or_default();
-        check_destinations(&default_destinations)
-            .map_err(|(problem, fix)| fail("[defaults].destinations".into(), problem, fix))?;
-
-        let mut templates = Templates::new();
+        let (destinations, id_type) = checker.defaults(parsed.defaults)?;
         let mut rules = HashMap::new();
         for (name, spec) in parsed.rules {
-            let at = |key: &str| format!("rules.\"{name}\".{key}");
-            EventType::parse(&name).map_err(|e| {
-                fail(
-                    format!("rules.\"{name}\""),
-                    e.to_string(),
-                    "rename the rule to the event type it handles",
-                )
-            })?;
-            let query = match spec.query {
-                Some(q) if q.trim().is_empty() => {
-                    return Err(fail(
-                        at("query"),
-                        "the query is empty".into(),
-                        "write the SELECT that fetches the record, or remove `query`",
-                    ));
-                }
-                Some(q) if !q.contains("$1") && !q.contains('?') => {
-                    return Err(fail(
-                        at("query"),
-                        "the query has no parameter for the event id".into(),
-                        "use $1 (PostgreSQL) or ? (MySQL, SQLite) where the id goes, e.g. WHERE id = $1",
-                    ));
-                }
-                q => q.map(Arc::from),
-            };
-            let destinations = spec
-                .destinations
-                .unwrap_or_else(|| default_destinations.clone());
-            check_destinations(&destinations)
-                .map_err(|(problem, fix)| fail(at("destinations"), problem, fix))?;
-
-            let mut compile = |key: String, source: String| -> Result<String, RulesError> {
-                templates.add(key.clone(), source).map_err(|problem| {
-                    fail(
-                        key.clone(),
-                        problem,
-                        "correct the Jinja syntax (see the README, section Templates)",
-                    )
-                })?;
-                Ok(key)
-            };
-            if spec.text.trim().is_empty() {
-                return Err(fail(
-                    at("text"),
-                    "the notification text is empty".into(),
-                    "write the text shown in notifications, e.g. \"Order {{ id }} created\"",
-                ));
-            }
-            let text = compile(at("text"), spec.text)?;
-            if spec.blocks.len() > limits::BLOCKS {
-                return Err(fail(
-                    at("blocks"),
-                    format!(
-                        "{} blocks; Slack allows {}",
-                        spec.blocks.len(),
-                        limits::BLOCKS
-                    ),
-                    "merge or remove blocks",
-                ));
-            }
-            let mut blocks = Vec::new();
-            for (i, block) in spec.blocks.into_iter().enumerate() {
-                let key = |k: &str| at(&format!("blocks[{i}].{k}"));
-                blocks.push(match block {
-                    BlockSpec::Header { text } => {
-                        BlockTemplate::Header(compile(key("text"), text)?)
-                    }
-                    BlockSpec::Section { text, fields } => {
-                        if text.is_none() && fields.is_empty() {
-                            return Err(fail(
-                                at(&format!("blocks[{i}]")),
-                                "a section needs `text` or `fields`".into(),
-                                "add text = \"…\" or fields = [\"…\"]",
-                            ));
-                        }
-                        if fields.len() > limits::FIELDS {
-                            return Err(fail(
-                                key("fields"),
-                                format!("{} fields; Slack allows {}", fields.len(), limits::FIELDS),
-                                "split the fields over two sections",
-                            ));
-                        }
-                        let text = text.map(|t| compile(key("text"), t)).transpose()?;
-                        let fields = fields
-                            .into_iter()
-                            .enumerate()
-                            .map(|(j, f)| compile(key(&format!("fields[{j}]")), f))
-                            .collect::<Result<_, _>>()?;
-                        BlockTemplate::Section { text, fields }
-                    }
-                    BlockSpec::Context { elements } => {
-                        if elements.is_empty() || elements.len() > limits::CONTEXT_ELEMENTS {
-                            return Err(fail(
-                                key("elements"),
-                                format!(
-                                    "{} elements; a context holds 1 to {}",
-                                    elements.len(),
-                                    limits::CONTEXT_ELEMENTS
-                                ),
-                                "keep between 1 and 10 elements",
-                            ));
-                        }
-                        let elements = elements
-                            .into_iter()
-                            .enumerate()
-                            .map(|(j, e)| compile(key(&format!("elements[{j}]")), e))
-                            .collect::<Result<_, _>>()?;
-                        BlockTemplate::Context(elements)
-                    }
-                    BlockSpec::Divider => BlockTemplate::Divider,
-                });
-            }
-            let template = MessageTemplate { text, blocks };
-            if query.is_none()
-                && let Some((key, names)) =
-                    templates.unknown_names(&template, &[]).into_iter().next()
-            {
-                // Without a query there are no columns: such a name fails on every event.
-                return Err(fail(
-                    key,
-                    format!(
-                        "reads {}, but the rule has no query: its templates see only `event` (type, id, occurred_at)",
-                        names.join(", ")
-                    ),
-                    "use event.id and the like, or add a query that returns those columns",
-                ));
-            }
-            let rule = Rule {
-                name: name.clone(),
-                query,
-                id_type: spec.id_type.unwrap_or(default_id_type),
-                destinations,
-                template,
-            };
-            rules.insert(name, rule);
+            let rule = checker.rule(name, spec, &destinations, id_type)?;
+            rules.insert(rule.name.clone(), rule);
         }
-        Ok(Self { rules, templates })
+        Ok(Self {
+            rules,
+            templates: checker.templates,
+        })
     }
 
     /// The rule for an event type.
@@ -318,6 +178,198 @@ impl Rules {
         rules.sort_by(|a, b| a.name.cmp(&b.name));
         rules.into_iter()
     }
+}
+
+/// The checking of one rules file: its name, for errors, and the templates compiled so far.
+struct Checker<'a> {
+    file: &'a str,
+    templates: Templates,
+}
+
+impl Checker<'_> {
+    /// The error at `place` in this file.
+    fn fail(&self, place: String, problem: String, fix: &str) -> RulesError {
+        RulesError {
+            file: self.file.to_string(),
+            place,
+            problem,
+            fix: fix.to_string(),
+        }
+    }
+
+    /// The `[defaults]` table, checked, with its gaps filled: the destinations and the id type.
+    fn defaults(&self, defaults: Defaults) -> Result<(Vec<String>, IdType), RulesError> {
+        let destinations = defaults
+            .destinations
+            .unwrap_or_else(|| vec![DEFAULT_DESTINATION.to_string()]);
+        let id_type = defaults.id_type.unwrap_or_default();
+        check_destinations(&destinations)
+            .map_err(|(problem, fix)| self.fail("[defaults].destinations".into(), problem, fix))?;
+        Ok((destinations, id_type))
+    }
+
+    /// Checks the rule `name`, compiling its templates; the defaults fill what it leaves out.
+    fn rule(
+        &mut self,
+        name: String,
+        spec: RuleSpec,
+        default_destinations: &[String],
+        default_id_type: IdType,
+    ) -> Result<Rule, RulesError> {
+        EventType::parse(&name).map_err(|e| {
+            self.fail(
+                format!("rules.\"{name}\""),
+                e.to_string(),
+                "rename the rule to the event type it handles",
+            )
+        })?;
+        let query = self.query(&name, spec.query)?;
+        let destinations = spec
+            .destinations
+            .unwrap_or_else(|| default_destinations.to_vec());
+        check_destinations(&destinations)
+            .map_err(|(problem, fix)| self.fail(place(&name, "destinations"), problem, fix))?;
+        let template = self.template(&name, spec.text, spec.blocks)?;
+        if query.is_none()
+            && let Some((key, names)) = self
+                .templates
+                .unknown_names(&template, &[])
+                .into_iter()
+                .next()
+        {
+            // Without a query there are no columns: such a name fails on every event.
+            return Err(self.fail(
+                key,
+                format!(
+                    "reads {}, but the rule has no query: its templates see only `event` (type, id, occurred_at)",
+                    names.join(", ")
+                ),
+                "use event.id and the like, or add a query that returns those columns",
+            ));
+        }
+        Ok(Rule {
+            name,
+            query,
+            id_type: spec.id_type.unwrap_or(default_id_type),
+            destinations,
+            template,
+        })
+    }
+
+    /// The query of the rule `name`, refused when it is empty or has no parameter for the event id.
+    fn query(&self, name: &str, query: Option<String>) -> Result<Option<Arc<str>>, RulesError> {
+        match query {
+            Some(q) if q.trim().is_empty() => Err(self.fail(
+                place(name, "query"),
+                "the query is empty".into(),
+                "write the SELECT that fetches the record, or remove `query`",
+            )),
+            Some(q) if !q.contains("$1") && !q.contains('?') => Err(self.fail(
+                place(name, "query"),
+                "the query has no parameter for the event id".into(),
+                "use $1 (PostgreSQL) or ? (MySQL, SQLite) where the id goes, e.g. WHERE id = $1",
+            )),
+            q => Ok(q.map(Arc::from)),
+        }
+    }
+
+    /// The message template of the rule `name`: its text and its blocks, checked and compiled.
+    fn template(
+        &mut self,
+        name: &str,
+        text: String,
+        blocks: Vec<BlockSpec>,
+    ) -> Result<MessageTemplate, RulesError> {
+        if text.trim().is_empty() {
+            return Err(self.fail(
+                place(name, "text"),
+                "the notification text is empty".into(),
+                "write the text shown in notifications, e.g. \"Order {{ id }} created\"",
+            ));
+        }
+        let text = self.compile(place(name, "text"), text)?;
+        if blocks.len() > limits::BLOCKS {
+            return Err(self.fail(
+                place(name, "blocks"),
+                format!("{} blocks; Slack allows {}", blocks.len(), limits::BLOCKS),
+                "merge or remove blocks",
+            ));
+        }
+        let blocks = blocks
+            .into_iter()
+            .enumerate()
+            .map(|(i, block)| self.block(place(name, &format!("blocks[{i}]")), block))
+            .collect::<Result<_, _>>()?;
+        Ok(MessageTemplate { text, blocks })
+    }
+
+    /// The block at `at`, checked against Slack's limits and compiled.
+    fn block(&mut self, at: String, block: BlockSpec) -> Result<BlockTemplate, RulesError> {
+        let key = |k: &str| format!("{at}.{k}");
+        Ok(match block {
+            BlockSpec::Header { text } => BlockTemplate::Header(self.compile(key("text"), text)?),
+            BlockSpec::Section { text, fields } => {
+                if text.is_none() && fields.is_empty() {
+                    return Err(self.fail(
+                        at,
+                        "a section needs `text` or `fields`".into(),
+                        "add text = \"…\" or fields = [\"…\"]",
+                    ));
+                }
+                if fields.len() > limits::FIELDS {
+                    return Err(self.fail(
+                        key("fields"),
+                        format!("{} fields; Slack allows {}", fields.len(), limits::FIELDS),
+                        "split the fields over two sections",
+                    ));
+                }
+                let text = text.map(|t| self.compile(key("text"), t)).transpose()?;
+                let fields = self.compile_all(&key("fields"), fields)?;
+                BlockTemplate::Section { text, fields }
+            }
+            BlockSpec::Context { elements } => {
+                if elements.is_empty() || elements.len() > limits::CONTEXT_ELEMENTS {
+                    return Err(self.fail(
+                        key("elements"),
+                        format!(
+                            "{} elements; a context holds 1 to {}",
+                            elements.len(),
+                            limits::CONTEXT_ELEMENTS
+                        ),
+                        "keep between 1 and 10 elements",
+                    ));
+                }
+                BlockTemplate::Context(self.compile_all(&key("elements"), elements)?)
+            }
+            BlockSpec::Divider => BlockTemplate::Divider,
+        })
+    }
+
+    /// Compiles the template `source` under the name `key` (its place in the file); returns `key`.
+    fn compile(&mut self, key: String, source: String) -> Result<String, RulesError> {
+        self.templates.add(key.clone(), source).map_err(|problem| {
+            self.fail(
+                key.clone(),
+                problem,
+                "correct the Jinja syntax (see the README, section Templates)",
+            )
+        })?;
+        Ok(key)
+    }
+
+    /// Compiles each of the templates `sources`, named `key[0]`, `key[1]`, …; returns their names.
+    fn compile_all(&mut self, key: &str, sources: Vec<String>) -> Result<Vec<String>, RulesError> {
+        sources
+            .into_iter()
+            .enumerate()
+            .map(|(j, source)| self.compile(format!("{key}[{j}]"), source))
+            .collect()
+    }
+}
+
+/// The place of `key` in the rule `name`, e.g. `rules."order.created".text`.
+fn place(name: &str, key: &str) -> String {
+    format!("rules.\"{name}\".{key}")
 }
 
 fn check_destinations(destinations: &[String]) -> Result<(), (String, &'static str)> {

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test command (README): starts the real services the tests need, then runs every test.
-# Arguments replace the default `--lib --bins --tests` (e.g. `bash tests/run.sh --test outcomes`).
+# Arguments replace the default `--lib --bins --tests` (e.g. `bash tests/run.sh --test integration -- outcomes::`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . tests/services.sh

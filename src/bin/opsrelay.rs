@@ -89,79 +89,93 @@ async fn run(command: Command) -> Result<ExitCode, anyhow::Error> {
         Command::Local {
             events,
             dead_letters,
-        } => {
-            let summary = local::run(&LocalOptions {
-                events,
-                dead_letters: dead_letters.clone(),
-            })
-            .await?;
-            println!(
-                "\nSummary: {} delivered, {} retried, {} dead-lettered{}",
-                summary.delivered,
-                summary.retried,
-                summary.dead_lettered,
-                if summary.undelivered > 0 {
-                    format!(", {} undelivered", summary.undelivered)
-                } else {
-                    String::new()
-                }
-            );
-            if summary.dead_lettered > 0 {
-                println!(
-                    "Dead letters (with their reasons): {}",
-                    dead_letters.display()
-                );
-            }
-            Ok(if summary.undelivered > 0 {
-                ExitCode::FAILURE
-            } else {
-                ExitCode::SUCCESS
-            })
-        }
+        } => run_local(events, dead_letters).await,
         Command::Check => opsrelay::check::run().await,
         Command::Render { event, row } => opsrelay::check::render(&event, row.as_deref()).await,
-        Command::Doctor { json } => {
-            let sdk = opsrelay::aws::sdk_config().await;
-            let parts = opsrelay::startup::parts_from_env(&sdk).await?;
-            let slack = opsrelay::slack::SlackClient::new(&parts.settings.slack)?;
-            let subject = opsrelay::doctor::Subject::of_parts(&parts, &slack);
-            let report = opsrelay::doctor::run(&subject).await;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                print!("{}", report.text());
-            }
-            Ok(if report.ok {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
-        }
+        Command::Doctor { json } => run_doctor(json).await,
         Command::Worker {
             queue_url,
             wait_seconds,
             until_empty,
             max_batches,
         } => {
-            let sdk = opsrelay::aws::sdk_config().await;
-            let relay = opsrelay::startup::relay_from_env(&sdk).await?;
-            let client = aws_sdk_sqs::Client::new(&sdk);
             let options = WorkerOptions {
                 queue_url,
                 wait_time_seconds: wait_seconds,
                 until_empty,
                 max_batches,
             };
-            let shutdown = async {
-                let _ = tokio::signal::ctrl_c().await;
-            };
-            let stats = worker::run(&relay, &client, &options, shutdown).await?;
-            println!(
-                "{} batches: {} delivered, {} left for retry, {} dead-lettered",
-                stats.batches, stats.delivered, stats.retried, stats.dead_lettered
-            );
-            Ok(ExitCode::SUCCESS)
+            run_worker(&options).await
         }
         Command::Dlq(args) => Ok(opsrelay::redrive::run(args).await?),
     }
+}
+
+/// `opsrelay local`: runs the pipeline on sample events and prints a summary.
+async fn run_local(
+    events: Option<PathBuf>,
+    dead_letters: PathBuf,
+) -> Result<ExitCode, anyhow::Error> {
+    let summary = local::run(&LocalOptions {
+        events,
+        dead_letters: dead_letters.clone(),
+    })
+    .await?;
+    println!(
+        "\nSummary: {} delivered, {} retried, {} dead-lettered{}",
+        summary.delivered,
+        summary.retried,
+        summary.dead_lettered,
+        if summary.undelivered > 0 {
+            format!(", {} undelivered", summary.undelivered)
+        } else {
+            String::new()
+        }
+    );
+    if summary.dead_lettered > 0 {
+        println!(
+            "Dead letters (with their reasons): {}",
+            dead_letters.display()
+        );
+    }
+    Ok(if summary.undelivered > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// `opsrelay doctor`: checks everything the relay must reach and prints the report.
+async fn run_doctor(json: bool) -> Result<ExitCode, anyhow::Error> {
+    let sdk = opsrelay::aws::sdk_config().await;
+    let parts = opsrelay::startup::parts_from_env(&sdk).await?;
+    let slack = opsrelay::slack::SlackClient::new(&parts.settings.slack)?;
+    let subject = opsrelay::doctor::Subject::of_parts(&parts, &slack);
+    let report = opsrelay::doctor::run(&subject).await;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.text());
+    }
+    Ok(if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// `opsrelay worker`: polls the queue until stopped and prints what it did.
+async fn run_worker(options: &WorkerOptions) -> Result<ExitCode, anyhow::Error> {
+    let sdk = opsrelay::aws::sdk_config().await;
+    let relay = opsrelay::startup::relay_from_env(&sdk).await?;
+    let client = aws_sdk_sqs::Client::new(&sdk);
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let stats = worker::run(&relay, &client, options, shutdown).await?;
+    println!(
+        "{} batches: {} delivered, {} left for retry, {} dead-lettered",
+        stats.batches, stats.delivered, stats.retried, stats.dead_lettered
+    );
+    Ok(ExitCode::SUCCESS)
 }

@@ -20,7 +20,7 @@ use crate::db::{DbSettings, DnsSettings};
 use crate::rules::Rules;
 use crate::secret::Secret;
 use crate::slack::SlackSettings;
-use parse::{ca_file, list, millis, name_server, parse_in_range, seconds, switch};
+use parse::{ca_file, list, name_server, parse_in_range, switch};
 
 /// A setting that cannot be used: names the variable, the problem and the fix.
 #[derive(Debug, thiserror::Error)]
@@ -85,10 +85,10 @@ impl Settings {
             parse_in_range(name, get(name), default, min, max)
         };
         let ms = |name: &str, default: u64, min: u64, max: u64| {
-            millis(name, get(name), default, min, max)
+            number(name, default, min, max).map(Duration::from_millis)
         };
         let secs = |name: &str, default: u64, min: u64, max: u64| {
-            seconds(name, get(name), default, min, max)
+            number(name, default, min, max).map(Duration::from_secs)
         };
         Ok(Self {
             rules_path: get("OPSRELAY_RULES").map(PathBuf::from),

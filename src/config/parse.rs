@@ -1,10 +1,9 @@
 //! Reading one variable's text into its type, each error naming the variable, the problem and the fix:
-//! numbers in a range, durations, switches, lists of addresses, a CA file.
+//! numbers in a range, switches, lists of addresses, a CA file.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::str::FromStr;
-use std::time::Duration;
 
 use super::ConfigError;
 
@@ -95,26 +94,4 @@ where
             format!("set a number from {min} to {max}, or unset it for the default ({default})"),
         )),
     }
-}
-
-/// A number of milliseconds in a range, as a duration.
-pub(super) fn millis(
-    name: &str,
-    raw: Option<String>,
-    default: u64,
-    min: u64,
-    max: u64,
-) -> Result<Duration, ConfigError> {
-    parse_in_range(name, raw, default, min, max).map(Duration::from_millis)
-}
-
-/// A number of seconds in a range, as a duration.
-pub(super) fn seconds(
-    name: &str,
-    raw: Option<String>,
-    default: u64,
-    min: u64,
-    max: u64,
-) -> Result<Duration, ConfigError> {
-    parse_in_range(name, raw, default, min, max).map(Duration::from_secs)
 }

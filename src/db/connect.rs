@@ -4,9 +4,10 @@
 use std::str::FromStr;
 use std::sync::Mutex;
 
-use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions, MySqlSslMode};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+use sqlx::mysql::{MySqlConnectOptions, MySqlSslMode};
+use sqlx::pool::PoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgSslMode};
+use sqlx::sqlite::SqliteConnectOptions;
 
 use super::address::{AddressChain, is_ip_literal};
 use super::error::{DatabaseUrlError, scrub};
@@ -70,10 +71,7 @@ fn postgres(url: &str, settings: &DbSettings) -> Result<Pool, DatabaseUrlError> 
         (None, _) => {}
     }
     let (host, port) = (options.get_host().to_string(), options.get_port());
-    let pool = PgPoolOptions::new()
-        .max_connections(settings.max_connections)
-        .acquire_timeout(settings.acquire_timeout)
-        .connect_lazy_with(options);
+    let pool = lazy_pool(options, settings);
     Ok(Pool {
         pools: Pools::Postgres(pool),
         host: Some(host),
@@ -97,10 +95,7 @@ fn mysql(url: &str, settings: &DbSettings) -> Result<Pool, DatabaseUrlError> {
         (None, _) => {}
     }
     let (host, port) = (options.get_host().to_string(), options.get_port());
-    let pool = MySqlPoolOptions::new()
-        .max_connections(settings.max_connections)
-        .acquire_timeout(settings.acquire_timeout)
-        .connect_lazy_with(options);
+    let pool = lazy_pool(options, settings);
     Ok(Pool {
         pools: Pools::MySql(pool),
         host: Some(host),
@@ -111,15 +106,23 @@ fn mysql(url: &str, settings: &DbSettings) -> Result<Pool, DatabaseUrlError> {
 fn sqlite(url: &str, settings: &DbSettings) -> Result<Pool, DatabaseUrlError> {
     let options = SqliteConnectOptions::from_str(url)
         .map_err(|e| DatabaseUrlError::Url(scrub(&e.to_string(), url)))?;
-    let pool = SqlitePoolOptions::new()
-        .max_connections(settings.max_connections)
-        .acquire_timeout(settings.acquire_timeout)
-        .connect_lazy_with(options);
+    let pool = lazy_pool(options, settings);
     Ok(Pool {
         pools: Pools::Sqlite(pool),
         host: None,
         port: 0,
     })
+}
+
+/// A pool of `settings.max_connections` that connects on first use.
+fn lazy_pool<DB: sqlx::Database>(
+    options: <DB::Connection as sqlx::Connection>::Options,
+    settings: &DbSettings,
+) -> sqlx::Pool<DB> {
+    PoolOptions::new()
+        .max_connections(settings.max_connections)
+        .acquire_timeout(settings.acquire_timeout)
+        .connect_lazy_with(options)
 }
 
 /// The address chain for `host`, and the name check at each new address when there is a CA bundle

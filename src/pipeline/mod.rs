@@ -3,7 +3,7 @@
 //! other, in order), a panic fails only its own record, and nothing runs past the deadline.
 //!
 //! Reading order: [`ordering`] groups a batch, [`record`] takes one record from start to outcome
-//! (with [`compose`] for its message, [`retry`] inside the invocation and [`failure`]'s one
+//! (with [`compose`](mod@compose) for its message, [`retry`] inside the invocation and [`failure`]'s one
 //! classification), [`budget`] is the invocation's time, [`delivered`] the memory that keeps a
 //! redelivered message from being posted twice, and [`outcome`] the answer for Lambda.
 

@@ -97,6 +97,17 @@ impl Relay {
             };
         }
         let failure = FailureRecord::new(error.failure(), event_type, delivery);
+        self.dead_letter(record, failure, budget).await
+    }
+
+    /// Sends the record to the DLQ with `failure`, when there is time for it; else, or when the DLQ
+    /// does not take it, leaves it for SQS.
+    async fn dead_letter(
+        &self,
+        record: &SqsMessage,
+        failure: FailureRecord,
+        budget: Budget,
+    ) -> Outcome {
         let left = match budget.for_dead_letter() {
             Ok(left) => left,
             Err(left) => {

@@ -164,133 +164,168 @@ pub async fn run(args: DlqArgs) -> Result<ExitCode, Error> {
             origin,
             max,
             output,
-        } => {
-            let source = origin.open(MIN_HOLD).await?;
-            let depth = match &source {
-                Source::Queue { queue, .. } => Some(queue.depth().await?),
-                Source::File(_) => None,
-            };
-            let plan = look(Filter::default(), max);
-            let report = list(&source, &plan).await?;
-            let stats = Stats::of(depth, &report.listed, chrono::Utc::now());
-            match output {
-                Output::Table => print!("{}", stats.table()),
-                Output::Json => println!("{}", json(&stats)),
-            }
-            warn(hidden_by_groups(
-                &source,
-                depth.map(|d| d.visible),
-                &plan,
-                &report,
-            ));
-            Ok(listed_exit(&report))
-        }
+        } => stats(&origin, max, output).await,
         DlqCommand::Peek {
             origin,
             filter,
             max,
             output,
-        } => {
-            let source = origin.open(PEEK_HOLD).await?;
-            let visible = match &source {
-                Source::Queue { queue, .. } if queue.fifo => Some(queue.depth().await?.visible),
-                _ => None,
-            };
-            let plan = Plan {
-                concurrency: 1,
-                ..look(filter, max)
-            };
-            let report = list(&source, &plan).await?;
-            print_messages(&report, output);
-            warn(hidden_by_groups(&source, visible, &plan, &report));
-            Ok(listed_exit(&report))
-        }
+        } => peek(&origin, filter, max, output).await,
         DlqCommand::Export {
             dlq,
             to,
             delete,
             filter,
             max,
-        } => {
-            let dlq = open(&dlq).await?;
-            let total = dlq.depth().await?.visible;
-            let plan = Plan {
-                filter,
-                max,
-                max_redrives: None,
-                rate: None,
-                concurrency: 4,
-                remove: delete,
-            };
-            let source = Source::Queue {
-                queue: dlq,
-                visibility: MIN_HOLD,
-                wait: WAIT,
-            };
-            let destination = Destination::File(AppendFile::new(&to));
-            let report = transfer(&source, &destination, &plan, Some(total)).await;
-            let hidden = hidden_by_groups(&source, Some(total), &plan, &report);
-            let code = finish(report, "exported", &to.display().to_string())?;
-            Ok(match hidden {
-                Some(warning) => {
-                    eprintln!("{warning} The file is not a copy of the whole queue.");
-                    ExitCode::FAILURE
-                }
-                None => code,
-            })
-        }
+        } => export(&dlq, &to, delete, filter, max).await,
         DlqCommand::Redrive {
             dlq,
             to,
             moving,
             native,
-        } => {
-            let dlq = open(&dlq).await?;
-            if native {
-                return start_native(&dlq, to.as_deref(), moving.rate).await;
-            }
-            let destination = destination_of(&dlq, to.as_deref()).await?;
-            let total = dlq.depth().await?.visible;
-            let source = Source::Queue {
-                queue: dlq,
-                visibility: moving.hold(),
-                wait: WAIT,
-            };
-            moving.run(&source, destination, Some(total)).await
-        }
-        DlqCommand::Import { from, to, moving } => {
-            let journal = journal_of(&from);
-            let file = FileSource::open(&from, Some(&journal)).await?;
-            if file.already_sent > 0 {
-                eprintln!(
-                    "Skipping {} of {} lines sent by an earlier import (listed in {}; delete it to send them again).",
-                    file.already_sent,
-                    file.total,
-                    journal.display()
-                );
-            }
-            let total = (file.total - file.already_sent) as u64;
-            let destination = Queue::open(&client().await, &to).await?;
-            moving
-                .run(&Source::File(file), destination, Some(total))
-                .await
-        }
-        DlqCommand::Tasks { dlq, output } => {
-            let tasks = native::tasks(&open(&dlq).await?).await?;
-            match output {
-                Output::Table => print!("{}", inspect::tasks(&tasks)),
-                Output::Json => println!("{}", json(&tasks)),
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        DlqCommand::Cancel { dlq, task } => {
-            let (handle, moved) = native::cancel(&open(&dlq).await?, task.as_deref()).await?;
-            println!(
-                "Cancelled task {handle}; it had moved about {moved} messages (they stay moved)."
-            );
-            Ok(ExitCode::SUCCESS)
-        }
+        } => redrive(&dlq, to.as_deref(), &moving, native).await,
+        DlqCommand::Import { from, to, moving } => import(&from, &to, &moving).await,
+        DlqCommand::Tasks { dlq, output } => tasks(&dlq, output).await,
+        DlqCommand::Cancel { dlq, task } => cancel(&dlq, task.as_deref()).await,
     }
+}
+
+/// `stats`: prints the depth and the counts of up to `max` messages read from `origin`.
+async fn stats(origin: &Origin, max: u64, output: Output) -> Result<ExitCode, Error> {
+    let source = origin.open(MIN_HOLD).await?;
+    let depth = match &source {
+        Source::Queue { queue, .. } => Some(queue.depth().await?),
+        Source::File(_) => None,
+    };
+    let plan = look(Filter::default(), max);
+    let report = list(&source, &plan).await?;
+    let stats = Stats::of(depth, &report.listed, chrono::Utc::now());
+    match output {
+        Output::Table => print!("{}", stats.table()),
+        Output::Json => println!("{}", json(&stats)),
+    }
+    warn(hidden_by_groups(
+        &source,
+        depth.map(|d| d.visible),
+        &plan,
+        &report,
+    ));
+    Ok(listed_exit(&report))
+}
+
+/// `peek`: lists up to `max` of the messages `filter` selects, without consuming them.
+async fn peek(
+    origin: &Origin,
+    filter: Filter,
+    max: u64,
+    output: Output,
+) -> Result<ExitCode, Error> {
+    let source = origin.open(PEEK_HOLD).await?;
+    let visible = match &source {
+        Source::Queue { queue, .. } if queue.fifo => Some(queue.depth().await?.visible),
+        _ => None,
+    };
+    let plan = Plan {
+        concurrency: 1,
+        ..look(filter, max)
+    };
+    let report = list(&source, &plan).await?;
+    print_messages(&report, output);
+    warn(hidden_by_groups(&source, visible, &plan, &report));
+    Ok(listed_exit(&report))
+}
+
+/// `export`: appends the messages `filter` selects to the file `to`, deleting them with `delete`.
+async fn export(
+    dlq: &str,
+    to: &Path,
+    delete: bool,
+    filter: Filter,
+    max: Option<u64>,
+) -> Result<ExitCode, Error> {
+    let dlq = open(dlq).await?;
+    let total = dlq.depth().await?.visible;
+    let plan = Plan {
+        filter,
+        max,
+        max_redrives: None,
+        rate: None,
+        concurrency: 4,
+        remove: delete,
+    };
+    let source = Source::Queue {
+        queue: dlq,
+        visibility: MIN_HOLD,
+        wait: WAIT,
+    };
+    let destination = Destination::File(AppendFile::new(to));
+    let report = transfer(&source, &destination, &plan, Some(total)).await;
+    let hidden = hidden_by_groups(&source, Some(total), &plan, &report);
+    let code = finish(report, "exported", &to.display().to_string())?;
+    Ok(match hidden {
+        Some(warning) => {
+            eprintln!("{warning} The file is not a copy of the whole queue.");
+            ExitCode::FAILURE
+        }
+        None => code,
+    })
+}
+
+/// `redrive`: moves messages from the DLQ to `to` (or its source), or starts a native move task.
+async fn redrive(
+    dlq: &str,
+    to: Option<&str>,
+    moving: &MoveArgs,
+    native: bool,
+) -> Result<ExitCode, Error> {
+    let dlq = open(dlq).await?;
+    if native {
+        return start_native(&dlq, to, moving.rate).await;
+    }
+    let destination = destination_of(&dlq, to).await?;
+    let total = dlq.depth().await?.visible;
+    let source = Source::Queue {
+        queue: dlq,
+        visibility: moving.hold(),
+        wait: WAIT,
+    };
+    moving.run(&source, destination, Some(total)).await
+}
+
+/// `import`: sends the lines of the file `from` not yet sent to the queue `to`.
+async fn import(from: &Path, to: &str, moving: &MoveArgs) -> Result<ExitCode, Error> {
+    let journal = journal_of(from);
+    let file = FileSource::open(from, Some(&journal)).await?;
+    if file.already_sent > 0 {
+        eprintln!(
+            "Skipping {} of {} lines sent by an earlier import (listed in {}; delete it to send them again).",
+            file.already_sent,
+            file.total,
+            journal.display()
+        );
+    }
+    let total = (file.total - file.already_sent) as u64;
+    let destination = Queue::open(&client().await, to).await?;
+    moving
+        .run(&Source::File(file), destination, Some(total))
+        .await
+}
+
+/// `tasks`: prints the DLQ's message move tasks.
+async fn tasks(dlq: &str, output: Output) -> Result<ExitCode, Error> {
+    let tasks = native::tasks(&open(dlq).await?).await?;
+    match output {
+        Output::Table => print!("{}", inspect::tasks(&tasks)),
+        Output::Json => println!("{}", json(&tasks)),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `cancel`: cancels the message move task `task` (by default the DLQ's running one).
+async fn cancel(dlq: &str, task: Option<&str>) -> Result<ExitCode, Error> {
+    let (handle, moved) = native::cancel(&open(dlq).await?, task).await?;
+    println!("Cancelled task {handle}; it had moved about {moved} messages (they stay moved).");
+    Ok(ExitCode::SUCCESS)
 }
 
 impl Origin {

@@ -157,7 +157,7 @@ pub async fn run(
     mover.settle_late().await;
     let state = mover.state.into_inner().unwrap_or_else(|e| e.into_inner());
     if let Source::Queue { queue, .. } = source {
-        let held: Vec<String> = state.held.into_values().collect();
+        let held: Vec<String> = state.letters.into_values().filter_map(|t| t.held).collect();
         queue.release(&held).await;
     }
     Report {
@@ -189,14 +189,8 @@ struct Mover<'a> {
 #[derive(Default)]
 struct State {
     counts: Counts,
-    /// Read and left ([`Mover::hold`]): [`Mover::key`] → receipt handle, given back at the end.
-    held: HashMap<String, String>,
-    /// The [`Mover::key`]s of the letters put in this run.
-    put: HashSet<String>,
-    /// The [`Mover::key`]s of the letters being put.
-    in_flight: HashSet<String>,
-    /// The [`Mover::key`]s of the letters put and not removed (yet): [`Counts::not_removed`].
-    not_removed: HashSet<String>,
+    /// What the run did with each letter it read, by [`Mover::key`].
+    letters: HashMap<String, Tracked>,
     /// Copies of letters being put, received again meanwhile (SQS delivers at least once): settled
     /// when the run ends, by what became of the first copy.
     late: Vec<Letter>,
@@ -205,6 +199,47 @@ struct State {
     error: Option<Error>,
     /// When the run keeps order: the groups of letters left, whose later letters are left too.
     blocked: HashSet<String>,
+}
+
+/// One letter in a run.
+#[derive(Default)]
+struct Tracked {
+    /// Its receipt handle while it is held ([`Mover::hold`]), to be given back when the run ends.
+    held: Option<String>,
+    stage: Stage,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Stage {
+    /// Read and left (or not put): held until the run ends.
+    #[default]
+    Left,
+    /// Being put.
+    InFlight,
+    /// Put in this run; `not_removed` while removing it from where it was read has failed
+    /// ([`Counts::not_removed`]).
+    Put { not_removed: bool },
+}
+
+impl State {
+    fn stage(&self, key: &str) -> Option<Stage> {
+        self.letters.get(key).map(|t| t.stage)
+    }
+
+    fn set_stage(&mut self, key: String, stage: Stage) {
+        let tracked = self.letters.entry(key).or_default();
+        let was = std::mem::replace(&mut tracked.stage, stage);
+        let counted = |s: Stage| u64::from(s == Stage::Put { not_removed: true });
+        self.counts.not_removed = self.counts.not_removed + counted(stage) - counted(was);
+    }
+}
+
+/// A batch just read, sorted by [`Mover::sort`].
+#[derive(Default)]
+struct Sorted {
+    taken: Vec<Letter>,
+    again: Vec<Letter>,
+    left: Vec<Letter>,
 }
 
 /// Why a letter read is left where it is.
@@ -273,44 +308,7 @@ impl Mover<'_> {
     }
 
     async fn batch(&self, batch: Vec<Letter>) {
-        let mut taken = Vec::new();
-        let mut again = Vec::new();
-        let mut left = Vec::new();
-        {
-            let mut state = self.state();
-            for letter in batch {
-                let key = self.key(&letter);
-                if state.put.contains(&key) {
-                    again.push(letter);
-                    continue;
-                }
-                if state.in_flight.contains(&key) {
-                    state.late.push(letter);
-                    continue;
-                }
-                if state.held.contains_key(&key) {
-                    // Back although held (hiding it failed): held again with its new receipt handle.
-                    left.push(letter);
-                    continue;
-                }
-                state.counts.read += 1;
-                match self.choose(&mut state.blocked, &letter) {
-                    None => {
-                        state.in_flight.insert(key);
-                        taken.push(letter);
-                    }
-                    Some(leave) => {
-                        let counts = &mut state.counts;
-                        match leave {
-                            Leave::NotMatching => counts.not_matching += 1,
-                            Leave::OverMaxRedrives => counts.over_max_redrives += 1,
-                            Leave::OverMax => counts.over_max += 1,
-                        }
-                        left.push(letter);
-                    }
-                }
-            }
-        }
+        let Sorted { taken, again, left } = self.sort(batch);
         self.hold(&left).await;
         if !again.is_empty() {
             self.settle(&again, true).await;
@@ -319,44 +317,86 @@ impl Mover<'_> {
             return;
         }
         // A batch still waiting for its turn under `--rate` is not in flight: a stop leaves it.
-        let outcome = if self.paced(taken.len()).await {
+        let mut outcome = if self.paced(taken.len()).await {
             self.put(&taken).await
         } else {
             Outcome::default()
         };
-        let mut done = Vec::with_capacity(outcome.done.len());
-        let mut not_put = Vec::new();
-        {
-            let mut state = self.state();
-            for (i, why) in &outcome.failed {
-                state.counts.failed += 1;
-                if state.failures.len() < KEPT_FAILURES {
-                    let failure = format!("{}: {why}", taken[*i].message_id);
-                    state.failures.push(failure);
-                }
-            }
-            for (i, letter) in taken.into_iter().enumerate() {
-                let key = self.key(&letter);
-                state.in_flight.remove(&key);
-                if outcome.done.contains(&i) {
-                    state.put.insert(key);
-                    done.push(letter);
-                } else {
-                    self.block(&mut state.blocked, &letter);
-                    not_put.push(letter);
-                    if let Some(budget) = &self.budget {
-                        // Not moved: another message may take its place under --max.
-                        budget.fetch_add(1, Ordering::SeqCst);
+        let fatal = outcome.fatal.take();
+        let (done, not_put) = self.record_put(taken, &outcome);
+        self.hold(&not_put).await;
+        self.settle(&done, false).await;
+        if let Some(error) = fatal {
+            self.end(error);
+        }
+    }
+
+    /// Sorts letters just read by what they are to this run: new ones taken (or left, and counted
+    /// why), copies of letters already put (`again`), copies of letters being put (kept for
+    /// [`Mover::settle_late`]), and letters back although held.
+    fn sort(&self, batch: Vec<Letter>) -> Sorted {
+        let mut sorted = Sorted::default();
+        let mut state = self.state();
+        for letter in batch {
+            let key = self.key(&letter);
+            match state.stage(&key) {
+                Some(Stage::Put { .. }) => sorted.again.push(letter),
+                Some(Stage::InFlight) => state.late.push(letter),
+                // Back although held (hiding it failed): held again with its new receipt handle.
+                Some(Stage::Left) => sorted.left.push(letter),
+                None => {
+                    state.counts.read += 1;
+                    match self.choose(&mut state.blocked, &letter) {
+                        None => {
+                            state.set_stage(key, Stage::InFlight);
+                            sorted.taken.push(letter);
+                        }
+                        Some(leave) => {
+                            let counts = &mut state.counts;
+                            match leave {
+                                Leave::NotMatching => counts.not_matching += 1,
+                                Leave::OverMaxRedrives => counts.over_max_redrives += 1,
+                                Leave::OverMax => counts.over_max += 1,
+                            }
+                            sorted.left.push(letter);
+                        }
                     }
                 }
             }
-            state.counts.moved += done.len() as u64;
         }
-        self.hold(&not_put).await;
-        self.settle(&done, false).await;
-        if let Some(error) = outcome.fatal {
-            self.end(error);
+        sorted
+    }
+
+    /// Records what became of the letters taken: put (to be removed), or not put (to be held, its
+    /// group blocked, its place under `--max` given back). Returns the two.
+    fn record_put(&self, taken: Vec<Letter>, outcome: &Outcome) -> (Vec<Letter>, Vec<Letter>) {
+        let mut done = Vec::with_capacity(outcome.done.len());
+        let mut not_put = Vec::new();
+        let mut state = self.state();
+        for (i, why) in &outcome.failed {
+            state.counts.failed += 1;
+            if state.failures.len() < KEPT_FAILURES {
+                let failure = format!("{}: {why}", taken[*i].message_id);
+                state.failures.push(failure);
+            }
         }
+        for (i, letter) in taken.into_iter().enumerate() {
+            let key = self.key(&letter);
+            if outcome.done.contains(&i) {
+                state.set_stage(key, Stage::Put { not_removed: false });
+                done.push(letter);
+            } else {
+                state.set_stage(key, Stage::Left);
+                self.block(&mut state.blocked, &letter);
+                not_put.push(letter);
+                if let Some(budget) = &self.budget {
+                    // Not moved: another message may take its place under --max.
+                    budget.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        }
+        state.counts.moved += done.len() as u64;
+        (done, not_put)
     }
 
     /// Waits for `count` sends' turns under `--rate`; `false` when the run is stopped meanwhile.
@@ -382,8 +422,9 @@ impl Mover<'_> {
         let late = std::mem::take(&mut self.state().late);
         let (put, not_put): (Vec<Letter>, Vec<Letter>) = {
             let state = self.state();
-            late.into_iter()
-                .partition(|letter| state.put.contains(&self.key(letter)))
+            late.into_iter().partition(|letter| {
+                matches!(state.stage(&self.key(letter)), Some(Stage::Put { .. }))
+            })
         };
         self.settle(&put, true).await;
         self.hold(&not_put).await;
@@ -397,7 +438,8 @@ impl Mover<'_> {
         {
             let mut state = self.state();
             for letter in letters {
-                state.held.insert(self.key(letter), letter.handle.clone());
+                let tracked = state.letters.entry(self.key(letter)).or_default();
+                tracked.held = Some(letter.handle.clone());
             }
         }
         if let Source::Queue { queue, .. } = self.source {
@@ -522,15 +564,10 @@ impl Mover<'_> {
         {
             let mut state = self.state();
             for (i, letter) in letters.iter().enumerate() {
-                let key = self.key(letter);
-                if removed.contains(&i) {
-                    state.not_removed.remove(&key);
-                    state.counts.removed_again += u64::from(again);
-                } else {
-                    state.not_removed.insert(key);
-                }
+                let not_removed = !removed.contains(&i);
+                state.counts.removed_again += u64::from(again && !not_removed);
+                state.set_stage(self.key(letter), Stage::Put { not_removed });
             }
-            state.counts.not_removed = state.not_removed.len() as u64;
         }
         if let Some(error) = fatal {
             self.end(error);
