@@ -413,6 +413,87 @@ async fn paces_posts_to_one_webhook() {
     }
 }
 
+/// The Slack pacing the deployment template gives each process at its default
+/// `MaximumConcurrency`: that many processes, and the `OPSRELAY_SLACK_RATE_PER_SECOND` and
+/// `OPSRELAY_SLACK_BURST` of its `SlackRate` mapping.
+fn template_pacing() -> (usize, String, String) {
+    let template =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/infra/template.yaml"))
+            .unwrap();
+    let section = |name: &str| template.split(&format!("\n  {name}:\n")).nth(1).unwrap();
+    let processes = section("MaximumConcurrency")
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Default: "))
+        .unwrap()
+        .to_string();
+    let row = section("SlackRate")
+        .lines()
+        .find(|l| l.trim().starts_with(&format!("\"{processes}\":")))
+        .unwrap();
+    let value = |key: &str| {
+        let rest = row.split(&format!("{key}: \"")).nth(1).unwrap();
+        rest.split('"').next().unwrap().to_string()
+    };
+    (
+        processes.parse().unwrap(),
+        value("PerSecond"),
+        value("Burst"),
+    )
+}
+
+#[tokio::test]
+async fn the_templates_processes_open_a_cold_burst_within_the_burst_slack_takes() {
+    // Slack documents about 1 post a second with short bursts; the stand-in takes 3 at once.
+    let slack = SlackStandIn::start(vec![]).await;
+    slack.limit(3, 1.0);
+    let (processes, rate, burst) = template_pacing();
+    let overrides = [
+        ("OPSRELAY_SLACK_RATE_PER_SECOND", rate.as_str()),
+        ("OPSRELAY_SLACK_BURST", burst.as_str()),
+    ];
+    let queues = queues(5, 30).await;
+    let mut relays = Vec::new();
+    for _ in 0..processes {
+        let rules = crate::common::rules(RULES);
+        let dead_letters = queues.dead_letters();
+        relays.push(
+            crate::common::relay(settings(&overrides), rules, None, &slack.url, dead_letters).await,
+        );
+    }
+    let batches = relays.iter().enumerate().map(|(p, relay)| {
+        let records: Vec<_> = (0..2)
+            .map(|i| {
+                record(
+                    &format!("m-{p}-{i}"),
+                    &event("order.created", &format!("{p}{i}")),
+                    1,
+                )
+            })
+            .collect();
+        async move {
+            relay
+                .run_batch(&records, Instant::now() + Duration::from_secs(15))
+                .await
+        }
+    });
+    let results = futures::future::join_all(batches).await;
+    let limited = slack
+        .requests()
+        .iter()
+        .filter(|r| matches!(r.reply, Reply::RateLimited(_)))
+        .count();
+    assert_eq!(
+        limited, 0,
+        "{processes} processes at {rate}/s, burst {burst} each"
+    );
+    assert!(
+        results
+            .iter()
+            .flatten()
+            .all(|r| r.outcome == Outcome::Delivered)
+    );
+}
+
 #[tokio::test]
 async fn does_not_post_a_redelivered_message_twice() {
     let run = setup(vec![], &[]).await;

@@ -1,7 +1,7 @@
 //! A local stand-in for a Slack Incoming Webhook: a minimal HTTP/1.1 server on a loopback port that
 //! answers from a script, as Slack documents (200 `ok`; 429 with `Retry-After`; 5xx; 400
 //! `invalid_payload`; 404 `no_service`; 410 `channel_is_archived`), or answers too late, or drops the
-//! connection. It records every request (method, path, headers, body) and the most requests it had
+//! connection, and limits the rate as Slack does ([`SlackStandIn::limit`]). It records every request (method, path, headers, body) and the most requests it had
 //! in flight at once. [`SlackStandIn::answer_when`] (and `answer_once_when`) answers the posts whose
 //! body holds a given text with a reply of their own, whatever order they come in.
 
@@ -57,6 +57,32 @@ struct State {
     max_in_flight: usize,
     /// How long each request is held before its answer (20 ms unless [`SlackStandIn::hold`]).
     hold: Option<Duration>,
+    /// Slack's rate limit ([`SlackStandIn::limit`]), before any other answer.
+    bucket: Option<Bucket>,
+}
+
+/// A token bucket: `burst` posts at once, refilled at `per_second`; a post that finds it empty is
+/// answered 429 with `Retry-After: 1`, as Slack answers a webhook posted to too fast.
+struct Bucket {
+    burst: f64,
+    per_second: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        let refill = now.duration_since(self.at).as_secs_f64() * self.per_second;
+        self.tokens = (self.tokens + refill).min(self.burst);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// The running stand-in; stops with the test's runtime.
@@ -148,6 +174,16 @@ impl SlackStandIn {
         self.state.lock().unwrap().hold = Some(hold);
     }
 
+    /// Limits the webhook as Slack does: `burst` posts at once, then `per_second`.
+    pub fn limit(&self, burst: u32, per_second: f64) {
+        self.state.lock().unwrap().bucket = Some(Bucket {
+            burst: burst.into(),
+            per_second,
+            tokens: burst.into(),
+            at: Instant::now(),
+        });
+    }
+
     pub fn max_in_flight(&self) -> usize {
         self.state.lock().unwrap().max_in_flight
     }
@@ -171,7 +207,10 @@ async fn serve(mut stream: TcpStream, state: Arc<Mutex<State>>) {
                     true => s.when.remove(i).1,
                     false => s.when[i].1.clone(),
                 });
-            let scripted = chosen
+            let limited = s.bucket.as_mut().is_some_and(|b| !b.take());
+            let scripted = limited
+                .then_some(Reply::RateLimited(1))
+                .or(chosen)
                 .or_else(|| s.script.pop_front())
                 .or_else(|| s.default.clone());
             let reply = scripted
