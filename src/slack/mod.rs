@@ -157,14 +157,22 @@ impl SlackClient {
             }
             Target::Webhook(url) => url.expose(),
         };
-        if let Err(slot) = self.pacer.acquire(url, deadline).await {
+        // A turn must leave time for a whole attempt: one that does not is a post never made
+        // (`slack_paced`), not one Slack failed to answer.
+        let last_start = deadline
+            .checked_sub(MIN_ATTEMPT)
+            .unwrap_or_else(Instant::now);
+        if let Err(slot) = self.pacer.acquire(url, last_start).await {
             return Err(SlackError::NoSlotBeforeDeadline {
-                wait: slot - Instant::now(),
+                wait: slot.saturating_duration_since(Instant::now()),
             });
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if left < MIN_ATTEMPT {
-            return Err(SlackError::Timeout(left));
+            // The turn came late (a busy process): still no request made.
+            return Err(SlackError::NoSlotBeforeDeadline {
+                wait: Duration::ZERO,
+            });
         }
         let timeout = self.timeout.min(left);
         let response = self
@@ -214,4 +222,35 @@ fn built_in_roots_tls() -> rustls::ClientConfig {
     crate::tls::client_config(rustls::RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_post_whose_turn_leaves_too_little_time_is_paced_not_timed_out() {
+        let settings = SlackSettings {
+            timeout: Duration::from_secs(5),
+            rate_per_second: 1.0,
+            burst: 1,
+        };
+        let client = SlackClient::new(&settings).unwrap();
+        let destination = Destination {
+            name: "D".into(),
+            target: Target::Webhook(Secret::new("http://127.0.0.1:9/services/T/B/x".into())),
+        };
+        let turn = Instant::now() + Duration::from_secs(1);
+        client.pacer.hold("http://127.0.0.1:9/services/T/B/x", turn);
+        let message = SlackMessage(serde_json::json!({"text": "x"}));
+        let deadline = turn + MIN_ATTEMPT / 2;
+        let error = client
+            .post(&destination, &message, deadline)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, SlackError::NoSlotBeforeDeadline { .. }),
+            "no request was sent, so it is paced: {error}"
+        );
+    }
 }
