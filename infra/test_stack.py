@@ -60,6 +60,7 @@ RUNBOOKS = {
     "QueueBackingUpAlarm": "runbooks/queue-backing-up.md",
     "FunctionErrorsAlarm": "runbooks/lambda-errors.md",
     "FunctionThrottlesAlarm": "runbooks/queue-backing-up.md",
+    "EventsLateAlarm": "runbooks/events-late.md",
 }
 
 
@@ -489,6 +490,11 @@ def check_alarms():
         assert a["ComparisonOperator"] == "GreaterThanThreshold", lid
         assert target in json.dumps(a["Dimensions"]), f"{lid} not on {target}"
     assert cfn["Parameters"]["QueueAgeAlarmThresholdSeconds"]["Default"] == 600
+    # opsrelay's own EMF metric, over every rule (its lines publish it without dimensions too).
+    late = alarms["EventsLateAlarm"]
+    assert (late["Namespace"], late["MetricName"], late["ExtendedStatistic"]) == ("opsrelay", "EventAge", "p90")
+    assert late["Threshold"] == {"Ref": "EventAgeAlarmMilliseconds"} and "Dimensions" not in late
+    assert cfn["Parameters"]["EventAgeAlarmMilliseconds"]["Default"] == 300000
     off = stand_in_resolver(cfn)
     on = stand_in_resolver(cfn, ALL_OPTIONS_ON)
     for lid, a in alarms.items():
@@ -677,8 +683,9 @@ class Stack:
         for lid in RUNBOOKS:
             props = self.properties(lid)
             props["AlarmName"] = f"{self.name}-{lid}"
-            for key in ("Period", "EvaluationPeriods"):
-                props[key] = int(props[key])
+            for key in ("Period", "EvaluationPeriods", "DatapointsToAlarm"):
+                if key in props:
+                    props[key] = int(props[key])
             props["Threshold"] = float(props["Threshold"])
             cw.put_metric_alarm(**props)
 
@@ -751,6 +758,7 @@ def run_moto_checks(check):
             assert dims["DeadLetterQueueAgingAlarm"] == {"QueueName": s.attrs["DeadLetterQueue"]["QueueName"]}
             assert dims["QueueBackingUpAlarm"] == {"QueueName": s.attrs["EventsQueue"]["QueueName"]}
             assert dims["FunctionErrorsAlarm"] == {"FunctionName": s.params["FunctionName"]}
+            assert dims["EventsLateAlarm"] == {}, "on every rule's events"
             assert found["QueueBackingUpAlarm"]["Threshold"] == float(s.params["QueueAgeAlarmThresholdSeconds"])
             for lid, a in found.items():
                 assert RUNBOOKS[lid] in a["AlarmDescription"]
@@ -773,6 +781,8 @@ def run_moto_checks(check):
             text = json.dumps(body)
             for name in (s.attrs["DeadLetterQueue"]["QueueName"], s.attrs["EventsQueue"]["QueueName"], s.params["FunctionName"]):
                 assert name in text, f"dashboard does not show {name}"
+            for metric in ("Delivered", "Retried", "DeadLettered", "EventAge", "Posts", "SlackRateLimited"):
+                assert f'["opsrelay", "{metric}"' in text, f"dashboard does not show opsrelay's {metric}"
 
         def delivery():
             s = need()
@@ -814,9 +824,9 @@ def run_moto_checks(check):
         check("moto: DLQ retention 14 days, longer than the source queue's", retention)
         check("moto: queues and topic encrypted", encryption)
         check("moto: queue policy lets only the topic send (aws:SourceArn)", queue_policy)
-        check("moto: five alarms on the deployed queues and function, naming runbooks", alarms)
+        check("moto: six alarms on the deployed queues, function and events, naming runbooks", alarms)
         check("moto: operator policy on the deployed queues", operator_policy)
-        check("moto: dashboard shows the deployed queues and function", dashboard)
+        check("moto: dashboard shows the deployed queues, function and opsrelay's metrics", dashboard)
         check("moto: published event reaches the queue (SNS envelope)", delivery)
         check("moto: message moves to the DLQ after maxReceiveCount receives", dead_letter)
         check("moto: Timeout=60 window=5 MaxReceiveCount=8 raw delivery stack", other_settings)

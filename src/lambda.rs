@@ -1,5 +1,6 @@
 //! The Lambda handler: a batch of SQS records in, the partial batch response out
-//! (`ReportBatchItemFailures` must be on in the event source mapping). Invoked with
+//! (`ReportBatchItemFailures` must be on in the event source mapping), and the batch's metrics as EMF
+//! lines on standard output. Invoked with
 //! `{"opsrelay": "doctor"}` instead, it runs [`crate::doctor`] from inside the VPC and returns the
 //! report.
 
@@ -9,7 +10,7 @@ use aws_lambda_events::sqs::{SqsBatchResponse, SqsMessage};
 use serde::Deserialize;
 use tokio::time::Instant;
 
-use crate::pipeline::{MissingMessageId, Relay, batch_response};
+use crate::pipeline::{MissingMessageId, Relay, Tally, batch_response};
 
 /// Handles one invocation. An `Err` fails the whole batch; it happens only when a record without a
 /// message id could neither be delivered nor dead-lettered, the one case a partial response cannot
@@ -20,7 +21,19 @@ pub async fn handle(
     deadline: SystemTime,
 ) -> Result<SqsBatchResponse, MissingMessageId> {
     let results = relay.run_batch(records, instant_at(deadline)).await;
+    emit_metrics(&Tally::of(&results));
     batch_response(&results)
+}
+
+/// Writes the batch's metrics to standard output as CloudWatch Embedded Metric Format, which Lambda's
+/// log stream turns into metrics (no API call). Logs go to standard error.
+fn emit_metrics(tally: &Tally) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    for line in tally.emf_lines(SystemTime::now()) {
+        // A closed standard output is no reason to fail a batch.
+        let _ = writeln!(out, "{line}");
+    }
 }
 
 /// An invocation's payload, read straight into its types: a batch of 10,000 records is about 5 MB,

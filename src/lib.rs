@@ -13,7 +13,7 @@
 //!   [`db`] fetches the record, [`render`] builds the Slack message, [`slack`] posts it.
 //! - **shared** — [`sqs`] (SQS facts and record conversion), [`deadletter`] (the one definition of a
 //!   dead letter), [`config`] (settings, secrets, what the rules need), [`aws`], [`secret`],
-//!   [`telemetry`], [`pace`], [`tls`], [`lock`], [`human`].
+//!   [`telemetry`], [`metrics`], [`pace`], [`tls`], [`lock`], [`human`].
 
 pub mod aws;
 pub mod check;
@@ -26,6 +26,7 @@ pub mod human;
 pub mod lambda;
 pub mod local;
 pub mod lock;
+pub mod metrics;
 pub mod pace;
 pub mod pipeline;
 pub mod redrive;

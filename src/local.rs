@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use crate::config::{self, MissingWebhook, Settings};
 use crate::db::Database;
 use crate::deadletter::DeadLetters;
-use crate::pipeline::{Outcome, Relay};
+use crate::pipeline::{Outcome, Relay, Tally};
 use crate::rules::Rules;
 use crate::secret::Secret;
 
@@ -47,6 +47,8 @@ pub struct Summary {
     pub dead_lettered: usize,
     /// Still failing after the last receive without a dead-letter (the dead-letter file failed).
     pub undelivered: usize,
+    /// Every pass's counts per rule (the Lambda's metrics).
+    pub tally: Tally,
 }
 
 /// The rules from `OPSRELAY_RULES`, or the embedded ones.
@@ -98,6 +100,7 @@ pub async fn run(options: &LocalOptions) -> Result<Summary, anyhow::Error> {
         let results = relay
             .run_batch(&pending, Instant::now() + PASS_TIMEOUT)
             .await;
+        summary.tally.add(&Tally::of(&results));
         let mut again = Vec::new();
         for (record, result) in pending.into_iter().zip(results) {
             match result.outcome {

@@ -31,9 +31,8 @@ pub struct WorkerOptions {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct WorkerStats {
     pub batches: u64,
-    pub delivered: u64,
-    pub retried: u64,
-    pub dead_lettered: u64,
+    /// Every batch's counts, per rule (the Lambda's metrics).
+    pub tally: Tally,
 }
 
 /// The queue's facts the worker needs: its ARN (each record's event source, as Lambda sets it,
@@ -71,11 +70,8 @@ pub async fn run(
         let end = Instant::now() + queue.visibility;
         let results = relay.run_batch(&received, end).await;
         acknowledge(client, &options.queue_url, &received, &results).await;
-        let tally = Tally::of(&results);
         stats.batches += 1;
-        stats.delivered += tally.delivered;
-        stats.retried += tally.retried;
-        stats.dead_lettered += tally.dead_lettered;
+        stats.tally.add(&Tally::of(&results));
     }
     Ok(stats)
 }

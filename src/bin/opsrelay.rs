@@ -132,6 +132,7 @@ async fn run_local(
             String::new()
         }
     );
+    print!("{}", summary.tally.per_rule());
     if summary.dead_lettered > 0 {
         println!(
             "Dead letters (with their reasons): {}",
@@ -173,9 +174,14 @@ async fn run_worker(options: &WorkerOptions) -> Result<ExitCode, anyhow::Error> 
         let _ = tokio::signal::ctrl_c().await;
     };
     let stats = worker::run(&relay, &client, options, shutdown).await?;
+    let tally = &stats.tally;
     println!(
-        "{} batches: {} delivered, {} left for retry, {} dead-lettered",
-        stats.batches, stats.delivered, stats.retried, stats.dead_lettered
+        "{} batches: {} delivered, {} left for retry, {} dead-lettered\n{}",
+        stats.batches,
+        tally.delivered,
+        tally.retried,
+        tally.dead_lettered,
+        tally.per_rule()
     );
     Ok(ExitCode::SUCCESS)
 }

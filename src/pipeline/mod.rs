@@ -5,7 +5,8 @@
 //! Reading order: [`ordering`] groups a batch, [`record`] takes one record from start to outcome
 //! (with [`compose`](mod@compose) for its message, [`retry`] inside the invocation and [`failure`]'s one
 //! classification), [`budget`] is the invocation's time, [`delivered`] the memory that keeps a
-//! redelivered message from being posted twice, and [`outcome`] the answer for Lambda.
+//! redelivered message from being posted twice, [`outcome`] the answer for Lambda, and [`tally`]
+//! the batch's counts per rule (its log line, summaries and metrics).
 
 pub mod budget;
 pub mod compose;
@@ -15,6 +16,7 @@ pub mod ordering;
 pub mod outcome;
 pub mod record;
 pub mod retry;
+pub mod tally;
 
 use std::collections::BTreeMap;
 
@@ -25,7 +27,8 @@ use tokio::time::Instant;
 pub use budget::Budget;
 pub use compose::{compose, template_context};
 pub use failure::{ProcessError, classify};
-pub use outcome::{MissingMessageId, Outcome, Processed, Tally, batch_response};
+pub use outcome::{Activity, MissingMessageId, Outcome, Processed, batch_response};
+pub use tally::Tally;
 
 use crate::config::{self, Settings};
 use crate::db::Database;

@@ -1,6 +1,8 @@
 //! What became of each record, and the partial batch response that tells Lambda (or the worker)
 //! exactly which records SQS must deliver again.
 
+use std::time::Duration;
+
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse};
 
 use crate::deadletter::FailureRecord;
@@ -16,11 +18,25 @@ pub enum Outcome {
     DeadLettered(FailureRecord),
 }
 
-/// One record's outcome.
+/// One record's outcome, and what it took.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Processed {
     pub message_id: String,
     pub outcome: Outcome,
+    /// The rule it went by, when its event was parsed that far and has one.
+    pub rule: Option<String>,
+    pub activity: Activity,
+}
+
+/// What one record's delivery did at Slack.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Activity {
+    /// Posts Slack took.
+    pub posts: u32,
+    /// Posts Slack answered 429.
+    pub rate_limited: u32,
+    /// The event's age (from `occurred_at`, else its publication) when each post was taken.
+    pub ages_at_post: Vec<Duration>,
 }
 
 /// A record to retry has no message id, so it cannot be reported on its own.
@@ -46,28 +62,6 @@ pub fn batch_response(results: &[Processed]) -> Result<SqsBatchResponse, Missing
     Ok(response)
 }
 
-/// How many records of a batch ended each way.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Tally {
-    pub delivered: u64,
-    pub retried: u64,
-    pub dead_lettered: u64,
-}
-
-impl Tally {
-    pub fn of(results: &[Processed]) -> Self {
-        let mut tally = Tally::default();
-        for result in results {
-            match result.outcome {
-                Outcome::Delivered => tally.delivered += 1,
-                Outcome::Retry { .. } => tally.retried += 1,
-                Outcome::DeadLettered(_) => tally.dead_lettered += 1,
-            }
-        }
-        tally
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -76,6 +70,8 @@ mod tests {
         Processed {
             message_id: id.into(),
             outcome,
+            rule: None,
+            activity: Activity::default(),
         }
     }
 

@@ -4,6 +4,7 @@
 //! failure becomes: DLQ (permanent, or transient on the last allowed receive) or retry.
 
 use std::panic::AssertUnwindSafe;
+use std::sync::Mutex;
 
 use aws_lambda_events::sqs::SqsMessage;
 use futures::FutureExt;
@@ -14,10 +15,12 @@ use super::Relay;
 use super::budget::Budget;
 use super::compose::compose;
 use super::failure::{ProcessError, classify};
-use super::outcome::{Outcome, Processed};
+use super::outcome::{Activity, Outcome, Processed};
 use super::retry::retry;
 use crate::deadletter::{FailureClass, FailureRecord};
 use crate::event::{self, OpsEvent};
+use crate::lock::{into_inner, lock};
+use crate::slack::SlackError;
 use crate::sqs::Delivery;
 
 impl Relay {
@@ -43,12 +46,17 @@ impl Relay {
             if let Some(kind) = &event_type {
                 tracing::Span::current().record("event_type", kind.as_str());
             }
+            let rule = event_type
+                .as_deref()
+                .and_then(|kind| self.rules.get(kind))
+                .map(|rule| rule.name.clone());
+            let activity = Mutex::new(Activity::default());
             let result = match blocked_by {
                 Some(earlier) => Err(ProcessError::FifoBlocked {
                     earlier: earlier.to_string(),
                 }),
                 None => {
-                    let work = async { self.deliver(&parsed?, &delivery, budget).await };
+                    let work = async { self.deliver(&parsed?, &delivery, budget, &activity).await };
                     isolate(budget.work_deadline(), work).await
                 }
             };
@@ -68,6 +76,8 @@ impl Relay {
             Processed {
                 message_id: delivery.message_id.clone(),
                 outcome,
+                rule,
+                activity: into_inner(activity),
             }
         }
         .instrument(span)
@@ -151,12 +161,14 @@ impl Relay {
         }
     }
 
-    /// Looks the record up, renders the message and posts it to every destination not yet served.
+    /// Looks the record up, renders the message and posts it to every destination not yet served;
+    /// what Slack took and refused goes into `activity`.
     async fn deliver(
         &self,
         event: &OpsEvent,
         delivery: &Delivery,
         budget: Budget,
+        activity: &Mutex<Activity>,
     ) -> Result<(), ProcessError> {
         let deadline = budget.work_deadline();
         let database = self.database.as_ref();
@@ -170,15 +182,23 @@ impl Relay {
             // Relay::new made sure that every destination a rule names has a webhook.
             let destination = &self.destinations[name];
             retry(&self.settings.retry, deadline, "the Slack post", || async {
-                self.slack
-                    .post(destination, &message, deadline)
-                    .await
-                    .map_err(|source| ProcessError::Slack {
-                        destination: name.clone(),
-                        source,
-                    })
+                let posted = self.slack.post(destination, &message, deadline).await;
+                if let Err(SlackError::RateLimited { .. }) = posted {
+                    lock(activity).rate_limited += 1;
+                }
+                posted.map_err(|source| ProcessError::Slack {
+                    destination: name.clone(),
+                    source,
+                })
             })
             .await?;
+            let age = (chrono::Utc::now() - event.occurred_at)
+                .to_std()
+                .unwrap_or_default();
+            let mut activity = lock(activity);
+            activity.posts += 1;
+            activity.ages_at_post.push(age);
+            drop(activity);
             self.delivered.insert(&delivery.message_id, name);
         }
         Ok(())

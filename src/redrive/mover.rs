@@ -155,7 +155,7 @@ pub async fn run(
     let workers = (0..concurrency).map(|_| mover.worker());
     futures::future::join_all(workers).await;
     mover.settle_late().await;
-    let state = mover.state.into_inner().unwrap_or_else(|e| e.into_inner());
+    let state = crate::lock::into_inner(mover.state);
     if let Source::Queue { queue, .. } = source {
         let held: Vec<String> = state.letters.into_values().filter_map(|t| t.held).collect();
         queue.release(&held).await;

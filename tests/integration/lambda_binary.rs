@@ -283,3 +283,129 @@ async fn records_held_back_behind_a_fifo_retry_log_their_message_id_receive_coun
     ids.dedup();
     assert_eq!(ids, ["m-2", "m-3"], "{log}");
 }
+
+/// The CloudWatch metric lines (EMF) in a log: the JSON lines with an `_aws` block.
+fn emf_lines(log: &str) -> Vec<serde_json::Value> {
+    log.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| l.get("_aws").is_some())
+        .collect()
+}
+
+/// Checks `line` as CloudWatch reads an EMF document: a millisecond timestamp, and each directive's
+/// namespace, dimension sets (each dimension a top-level string) and metrics (each with a unit and a
+/// top-level number or array of numbers).
+fn assert_emf(line: &serde_json::Value) {
+    let aws = &line["_aws"];
+    assert!(
+        aws["Timestamp"].as_u64().unwrap() > 1_700_000_000_000,
+        "{line}"
+    );
+    for directive in aws["CloudWatchMetrics"].as_array().unwrap() {
+        assert_eq!(directive["Namespace"], "opsrelay", "{line}");
+        for set in directive["Dimensions"].as_array().unwrap() {
+            for name in set.as_array().unwrap() {
+                assert!(line[name.as_str().unwrap()].is_string(), "{line}");
+            }
+        }
+        let metrics = directive["Metrics"].as_array().unwrap();
+        assert!(!metrics.is_empty() && metrics.len() <= 100, "{line}");
+        for metric in metrics {
+            let value = &line[metric["Name"].as_str().unwrap()];
+            let numbers = value
+                .as_array()
+                .cloned()
+                .unwrap_or_else(|| vec![value.clone()]);
+            assert!(numbers.iter().all(|n| n.is_u64()), "{line}");
+            assert!(
+                matches!(metric["Unit"].as_str(), Some("Count" | "Milliseconds")),
+                "{line}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn each_batch_writes_its_metrics_per_rule_as_cloudwatch_embedded_metric_format() {
+    let slack = SlackStandIn::start(vec![Reply::RateLimited(0)]).await;
+    let queues = queues(5, 30).await;
+    let api = RuntimeApi::start().await;
+    let rules = "[rules.\"order.created\"]\ntext = \"Order {{ event.id }}\"\n[rules.\"order.paid\"]\ntext = \"Paid {{ event.id }}\"\n";
+    let mut lambda = Lambda::start(
+        &api,
+        rules,
+        &[
+            ("OPSRELAY_SLACK_WEBHOOK_URL", slack.url.clone()),
+            ("OPSRELAY_DLQ_URL", queues.dlq.clone()),
+        ],
+    )
+    .await;
+    let batch = [
+        ("m-1", r#"{"type":"order.created","id":"1"}"#),
+        ("m-2", r#"{"type":"order.created","id":"2"}"#),
+        ("m-3", r#"{"type":"order.paid","id":"3"}"#),
+        ("m-4", "this is not an event"),
+        ("m-5", r#"{"type":"order.refunded","id":"5"}"#),
+    ];
+    api.invoke("req-emf", sqs_event(&batch), Duration::from_secs(10));
+    let result = api.result_of("req-emf", Duration::from_secs(30)).await;
+    let _ = lambda.child.start_kill();
+    let log = lambda.log();
+    assert!(
+        matches!(result, Some(Posted::Response { .. })),
+        "{result:?}\n{log}"
+    );
+
+    let lines = emf_lines(&log);
+    lines.iter().for_each(assert_emf);
+    let by_rule: Vec<&serde_json::Value> =
+        lines.iter().filter(|l| l.get("Code").is_none()).collect();
+    let count = |rule: &str, metric: &str| {
+        by_rule
+            .iter()
+            .find(|l| l["Rule"] == rule)
+            .map_or(0, |l| l[metric].as_u64().unwrap())
+    };
+    assert_eq!(count("order.created", "Delivered"), 2, "{lines:?}");
+    assert_eq!(count("order.created", "Posts"), 2, "{lines:?}");
+    assert_eq!(
+        count("order.created", "SlackRateLimited") + count("order.paid", "SlackRateLimited"),
+        1,
+        "{lines:?}"
+    );
+    assert_eq!(count("order.paid", "Delivered"), 1, "{lines:?}");
+    assert_eq!(count("(none)", "DeadLettered"), 2, "{lines:?}");
+    let outcomes: u64 = ["Delivered", "Retried", "DeadLettered"]
+        .iter()
+        .map(|m| by_rule.iter().map(|l| l[*m].as_u64().unwrap()).sum::<u64>())
+        .sum();
+    assert_eq!(
+        outcomes,
+        batch.len() as u64,
+        "every record counted once: {lines:?}"
+    );
+    let ages = by_rule
+        .iter()
+        .filter_map(|l| l["EventAge"].as_array())
+        .map(Vec::len)
+        .sum::<usize>();
+    assert_eq!(ages, 3, "one age per post: {lines:?}");
+    let codes: Vec<(String, u64)> = lines
+        .iter()
+        .filter(|l| l.get("Code").is_some())
+        .map(|l| {
+            (
+                l["Code"].as_str().unwrap().to_string(),
+                l["DeadLettered"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            ("malformed_event".to_string(), 1),
+            ("unknown_event_type".to_string(), 1)
+        ],
+        "dead letters by code: {lines:?}"
+    );
+}

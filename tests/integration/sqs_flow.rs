@@ -115,7 +115,7 @@ async fn an_enveloped_event_is_delivered_and_deleted() {
     )
     .await;
     let stats = flow.work().await;
-    assert_eq!(stats.delivered, 1);
+    assert_eq!(stats.tally.delivered, 1);
     assert_eq!(
         flow.slack.delivered()[0]["text"],
         "Order 42 created at 2026-11-30T08:00:00Z"
@@ -136,7 +136,7 @@ async fn an_enveloped_event_is_delivered_and_deleted() {
 async fn a_raw_delivery_with_the_type_in_an_attribute_is_delivered() {
     let flow = flow(true, 5, 1).await;
     flow.publish("42", None, Some("order.created")).await;
-    assert_eq!(flow.work().await.delivered, 1);
+    assert_eq!(flow.work().await.tally.delivered, 1);
     let text = flow.slack.delivered()[0]["text"]
         .as_str()
         .unwrap()
@@ -148,14 +148,14 @@ async fn a_raw_delivery_with_the_type_in_an_attribute_is_delivered() {
 async fn an_enveloped_id_with_the_type_in_the_subject_is_delivered() {
     let flow = flow(false, 5, 1).await;
     flow.publish("42", Some("order.created"), None).await;
-    assert_eq!(flow.work().await.delivered, 1);
+    assert_eq!(flow.work().await.tally.delivered, 1);
 }
 
 #[tokio::test]
 async fn an_enveloped_id_with_the_type_in_an_sns_attribute_is_delivered() {
     let flow = flow(false, 5, 1).await;
     flow.publish("42", None, Some("order.created")).await;
-    assert_eq!(flow.work().await.delivered, 1);
+    assert_eq!(flow.work().await.tally.delivered, 1);
 }
 
 #[tokio::test]
@@ -164,7 +164,7 @@ async fn a_permanent_failure_lands_in_the_dlq_with_its_reason_and_leaves_the_que
     flow.publish(r#"{"type":"invoice.paid","id":"7"}"#, None, None)
         .await;
     let stats = flow.work().await;
-    assert_eq!(stats.dead_lettered, 1);
+    assert_eq!(stats.tally.dead_lettered, 1);
     assert_eq!(flow.left_in_queue(Duration::from_secs(1)).await, 0);
     let dead = drain(&flow.queues.client, &flow.queues.dlq).await;
     assert_eq!(dead.len(), 1);
@@ -189,7 +189,10 @@ async fn a_transient_failure_is_left_for_sqs_then_dead_lettered_with_its_reason_
     // visibility ends.
     let received = std::time::Instant::now();
     let first = flow.work_batches(Some(1)).await;
-    assert_eq!(first.retried, 1, "the first receive leaves it for SQS");
+    assert_eq!(
+        first.tally.retried, 1,
+        "the first receive leaves it for SQS"
+    );
     assert!(
         drain(&flow.queues.client, &flow.queues.dlq)
             .await
@@ -198,7 +201,10 @@ async fn a_transient_failure_is_left_for_sqs_then_dead_lettered_with_its_reason_
     // Visible again 3 s after it was received.
     tokio::time::sleep(Duration::from_millis(3_300).saturating_sub(received.elapsed())).await;
     let second = flow.work().await;
-    assert_eq!(second.dead_lettered, 1, "the last receive dead-letters it");
+    assert_eq!(
+        second.tally.dead_lettered, 1,
+        "the last receive dead-letters it"
+    );
     let dead = drain(&flow.queues.client, &flow.queues.dlq).await;
     assert_eq!(dead.len(), 1);
     let failure = failure_of(&dead[0]);
@@ -273,7 +279,7 @@ async fn the_worker_leaves_the_rest_of_a_fifo_group_behind_a_message_left_for_re
         "order 3 was posted while order 2, before it in its FIFO group, was left for retry: {posted:?}"
     );
     assert_eq!(
-        (stats.delivered, stats.retried),
+        (stats.tally.delivered, stats.tally.retried),
         (1, 2),
         "order 1 delivered; order 2 left for retry and order 3 behind it (fifo_blocked)"
     );
@@ -304,5 +310,5 @@ async fn the_worker_keeps_a_fifo_groups_order_when_a_post_fails_transiently() {
         ["Order 1", "Order 2", "Order 3"],
         "Slack saw the group's messages out of order"
     );
-    assert_eq!(stats.delivered, 3);
+    assert_eq!(stats.tally.delivered, 3);
 }

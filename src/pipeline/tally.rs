@@ -1,0 +1,149 @@
+//! What a batch did, counted per rule: the batch's log line, the worker's and the local run's
+//! summaries, and on Lambda the batch's metrics ([`crate::metrics`]: delivered, retried,
+//! dead-lettered by code, posts, Slack's 429s, and the events' ages when posted).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use super::outcome::{Outcome, Processed};
+use crate::human::Age;
+use crate::metrics::{Emf, Unit};
+
+/// The rule of records that have none (not parsed, or of a type no rule names).
+pub const NO_RULE: &str = "(none)";
+
+/// The counts of one rule.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RuleTally {
+    pub delivered: u64,
+    pub retried: u64,
+    /// By failure code.
+    pub dead_lettered: BTreeMap<String, u64>,
+    pub posts: u64,
+    pub rate_limited: u64,
+    /// The events' ages when posted, in milliseconds (kept for one batch's metrics only).
+    pub ages_ms: Vec<u64>,
+    /// The oldest of them, over everything counted.
+    pub oldest_ms: u64,
+}
+
+/// The counts of a batch, or of every batch of a run, per rule.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub delivered: u64,
+    pub retried: u64,
+    pub dead_lettered: u64,
+    pub rules: BTreeMap<String, RuleTally>,
+}
+
+impl Tally {
+    pub fn of(results: &[Processed]) -> Self {
+        let mut tally = Tally::default();
+        for result in results {
+            let rule = result.rule.as_deref().unwrap_or(NO_RULE);
+            let counts = tally.rules.entry(rule.to_string()).or_default();
+            match &result.outcome {
+                Outcome::Delivered => {
+                    tally.delivered += 1;
+                    counts.delivered += 1;
+                }
+                Outcome::Retry { .. } => {
+                    tally.retried += 1;
+                    counts.retried += 1;
+                }
+                Outcome::DeadLettered(failure) => {
+                    tally.dead_lettered += 1;
+                    *counts
+                        .dead_lettered
+                        .entry(failure.code.clone())
+                        .or_default() += 1;
+                }
+            }
+            let activity = &result.activity;
+            counts.posts += u64::from(activity.posts);
+            counts.rate_limited += u64::from(activity.rate_limited);
+            for age in &activity.ages_at_post {
+                let ms = age.as_millis() as u64;
+                counts.ages_ms.push(ms);
+                counts.oldest_ms = counts.oldest_ms.max(ms);
+            }
+        }
+        tally
+    }
+
+    /// Adds `other`'s counts (not its ages: a run's summary keeps only the oldest).
+    pub fn add(&mut self, other: &Tally) {
+        self.delivered += other.delivered;
+        self.retried += other.retried;
+        self.dead_lettered += other.dead_lettered;
+        for (rule, theirs) in &other.rules {
+            let ours = self.rules.entry(rule.clone()).or_default();
+            ours.delivered += theirs.delivered;
+            ours.retried += theirs.retried;
+            for (code, n) in &theirs.dead_lettered {
+                *ours.dead_lettered.entry(code.clone()).or_default() += n;
+            }
+            ours.posts += theirs.posts;
+            ours.rate_limited += theirs.rate_limited;
+            ours.oldest_ms = ours.oldest_ms.max(theirs.oldest_ms);
+        }
+    }
+
+    /// The batch's metrics, stamped `at`: one line per rule, and one per rule and failure code.
+    pub fn emf_lines(&self, at: SystemTime) -> Vec<String> {
+        let mut lines = Vec::new();
+        for (rule, counts) in &self.rules {
+            let dead_lettered = counts.dead_lettered.values().sum();
+            let line = Emf::new(at)
+                .dimension("Rule", rule)
+                .rollup()
+                .value("Delivered", Unit::Count, counts.delivered)
+                .value("Retried", Unit::Count, counts.retried)
+                .value("DeadLettered", Unit::Count, dead_lettered)
+                .value("Posts", Unit::Count, counts.posts)
+                .value("SlackRateLimited", Unit::Count, counts.rate_limited)
+                .values("EventAge", Unit::Milliseconds, &counts.ages_ms)
+                .line();
+            lines.push(line);
+            for (code, n) in &counts.dead_lettered {
+                let by_code = Emf::new(at)
+                    .dimension("Rule", rule)
+                    .dimension("Code", code)
+                    .value("DeadLettered", Unit::Count, *n);
+                lines.push(by_code.line());
+            }
+        }
+        lines
+    }
+
+    /// A line per rule, for a person: what the local run and the worker print at the end.
+    pub fn per_rule(&self) -> String {
+        let mut out = String::new();
+        for (rule, c) in &self.rules {
+            let codes: Vec<String> = c
+                .dead_lettered
+                .iter()
+                .map(|(code, n)| format!("{n} {code}"))
+                .collect();
+            let dead_lettered: u64 = c.dead_lettered.values().sum();
+            let codes = if codes.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", codes.join(", "))
+            };
+            let oldest = if c.posts > 0 {
+                format!(
+                    ", the oldest event {} old when posted",
+                    Age(Duration::from_millis(c.oldest_ms))
+                )
+            } else {
+                String::new()
+            };
+            out.push_str(&format!(
+                "  {rule}: {} delivered, {} retried, {dead_lettered} dead-lettered{codes}; posts: {}, 429s: {}{oldest}\n",
+                c.delivered, c.retried, c.posts, c.rate_limited,
+            ));
+        }
+        out
+    }
+}
