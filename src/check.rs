@@ -1,6 +1,6 @@
 //! `opsrelay check` and `opsrelay render`: what an operator runs before changing a rule. `check`
 //! validates the settings, the rules file and the destinations without side effects; `render` shows
-//! the Slack message an event would produce.
+//! the Slack message an event would produce, and a Block Kit Builder link that previews it.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -117,6 +117,11 @@ pub async fn render(event_file: &Path, row_file: Option<&Path>) -> Result<ExitCo
         }
     };
     println!("{}", serde_json::to_string_pretty(&message.0)?);
+    // Beside the payload, not in it: standard output stays the JSON a script reads.
+    eprintln!(
+        "Preview in Slack's Block Kit Builder (nothing is posted):\n{}",
+        message.block_kit_builder_url()
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -72,6 +72,39 @@ pub enum BlockTemplate {
 #[derive(Clone, Debug, PartialEq)]
 pub struct SlackMessage(pub Json);
 
+/// Slack's Block Kit Builder, which shows the blocks given in the URL's fragment.
+const BLOCK_KIT_BUILDER: &str = "https://app.slack.com/block-kit-builder/#";
+
+impl SlackMessage {
+    /// A Block Kit Builder link that shows this message's blocks (its text as one section when it
+    /// has none), so that an operator sees it before it is ever posted. Nothing is sent anywhere:
+    /// the blocks travel in the URL's fragment, which a browser keeps to itself.
+    pub fn block_kit_builder_url(&self) -> String {
+        let blocks = match self.0.get("blocks") {
+            Some(blocks) => blocks.clone(),
+            None => json!([{
+                "type": "section",
+                "text": {"type": "mrkdwn", "text": self.0.get("text").cloned().unwrap_or_default()},
+            }]),
+        };
+        let payload = json!({ "blocks": blocks }).to_string();
+        BLOCK_KIT_BUILDER.to_string() + &uri_component(&payload)
+    }
+}
+
+/// `text` percent-encoded as JavaScript's `encodeURIComponent` does, which the builder decodes.
+fn uri_component(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() * 2);
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-_.!~*'()".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
 /// All compiled templates, made once at start-up.
 pub struct Templates {
     env: Environment<'static>,
@@ -467,5 +500,48 @@ elements = ["{{ trusted | safe }}", "plan {{ (meta | fromjson).plan }}"]
         let error = render(ORDER, context! { event => context! { id => "1" } }).unwrap_err();
         assert_eq!(error.template, "rules.\"order.created\".blocks[1].text");
         assert!(error.message.contains("undefined"), "{}", error.message);
+    }
+
+    /// The inverse of `uri_component`, as the builder's page decodes its fragment.
+    fn decode(text: &str) -> String {
+        let bytes = text.as_bytes();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i] == b'%' {
+                out.push(u8::from_str_radix(&text[i + 1..i + 3], 16).unwrap());
+                i += 3;
+            } else {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn a_block_kit_builder_link_carries_the_messages_blocks() {
+        let message = SlackMessage(json!({
+            "text": "100% done",
+            "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": "*Ünïcode* & <!here> 100% #1"}}],
+        }));
+        let url = message.block_kit_builder_url();
+        let fragment = url.strip_prefix(BLOCK_KIT_BUILDER).unwrap();
+        assert!(
+            fragment
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.!~*'()%".contains(&b)),
+            "{url}"
+        );
+        let decoded: Json = serde_json::from_str(&decode(fragment)).unwrap();
+        assert_eq!(decoded, json!({"blocks": message.0["blocks"]}));
+    }
+
+    #[test]
+    fn a_message_without_blocks_is_shown_as_a_section_of_its_text() {
+        let url = SlackMessage(json!({"text": "Order 42"})).block_kit_builder_url();
+        let decoded: Json =
+            serde_json::from_str(&decode(url.strip_prefix(BLOCK_KIT_BUILDER).unwrap())).unwrap();
+        assert_eq!(decoded["blocks"][0]["text"]["text"], "Order 42");
     }
 }

@@ -191,6 +191,29 @@ fn render_shows_the_message_an_event_would_produce() {
 }
 
 #[test]
+fn render_prints_a_block_kit_builder_link_to_the_messages_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("event.json"),
+        r#"{"type": "order.created", "id": "42"}"#,
+    )
+    .unwrap();
+    let out = opsrelay(&["render", "--event", "event.json"], &[], dir.path());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let message: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let link = text(&out.stderr)
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("https://app.slack.com/block-kit-builder/#")
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| panic!("no Block Kit Builder link in:\n{}", text(&out.stderr)));
+    assert!(link.contains("%22blocks%22"), "{link}");
+    let first_block = serde_json::to_string(&message["blocks"][0]["type"]).unwrap();
+    assert!(link.contains(&first_block.replace('"', "%22")), "{link}");
+}
+
+#[test]
 fn render_takes_the_record_from_a_row_file() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
