@@ -188,29 +188,38 @@ impl SlackClient {
             return Ok(());
         }
         if status == StatusCode::TOO_MANY_REQUESTS {
-            let retry_after = response
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(|s| Duration::from_secs(s).min(MAX_RETRY_AFTER));
-            self.pacer.hold(
-                url,
-                Instant::now() + retry_after.unwrap_or(Duration::from_secs(1)),
-            );
-            return Err(SlackError::RateLimited { retry_after });
+            return Err(self.rate_limited(url, &response));
         }
-        let code = if status.is_redirection() {
-            "a redirect, which opsrelay does not follow (it would send the webhook's URL \
-             elsewhere): check the webhook URL, and any proxy between opsrelay and Slack"
-                .to_string()
-        } else {
-            error_code(&response.text().await.unwrap_or_default(), url)
-        };
-        Err(SlackError::Rejected {
-            status: status.as_u16(),
-            code,
-        })
+        Err(rejected(url, response).await)
+    }
+
+    /// A 429: the webhook is held back for its `Retry-After` (1 s when it gives none).
+    fn rate_limited(&self, url: &str, response: &reqwest::Response) -> SlackError {
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(|s| Duration::from_secs(s).min(MAX_RETRY_AFTER));
+        let wait = retry_after.unwrap_or(Duration::from_secs(1));
+        self.pacer.hold(url, Instant::now() + wait);
+        SlackError::RateLimited { retry_after }
+    }
+}
+
+/// An answer that is neither success nor 429, with Slack's error code (or what a redirect means).
+async fn rejected(url: &str, response: reqwest::Response) -> SlackError {
+    let status = response.status();
+    let code = if status.is_redirection() {
+        "a redirect, which opsrelay does not follow (it would send the webhook's URL \
+         elsewhere): check the webhook URL, and any proxy between opsrelay and Slack"
+            .to_string()
+    } else {
+        error_code(&response.text().await.unwrap_or_default(), url)
+    };
+    SlackError::Rejected {
+        status: status.as_u16(),
+        code,
     }
 }
 
