@@ -20,7 +20,7 @@ use common::http::{read_request, respond};
 use common::runtime::{Posted, RuntimeApi};
 use opsrelay::config::Settings;
 use opsrelay::deadletter::DeadLetters;
-use opsrelay::lambda::Invocation;
+use opsrelay::lambda::{Invocation, Metrics};
 use opsrelay::rules::Rules;
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
@@ -373,7 +373,7 @@ async fn throughput(setup: &Setup, concurrency: usize, connections: u32) -> Thro
     .await;
     let deadline = SystemTime::now() + Duration::from_secs(600);
     let warm_up = serde_json::from_value(sqs_event("warm", 100)).unwrap();
-    let warm_up = opsrelay::lambda::handle_any(&relay, warm_up, deadline).await;
+    let warm_up = opsrelay::lambda::handle_any(&relay, warm_up, deadline, Metrics::Discard).await;
     assert_eq!(failures(&warm_up.unwrap()), 0);
     let mut runs = Vec::new();
     for run in 0..THROUGHPUT_RUNS {
@@ -381,7 +381,7 @@ async fn throughput(setup: &Setup, concurrency: usize, connections: u32) -> Thro
         let cpu = cpu_of("/proc/self/stat") - sink.cpu();
         let started = Instant::now();
         let event: Invocation = serde_json::from_str(&text).unwrap();
-        let response = opsrelay::lambda::handle_any(&relay, event, deadline)
+        let response = opsrelay::lambda::handle_any(&relay, event, deadline, Metrics::Discard)
             .await
             .unwrap();
         let elapsed = started.elapsed();

@@ -1,5 +1,6 @@
 //! Ages and durations as a person reads them, for every age the CLI and the logs print: in a sentence
-//! `45 s`, `12 min`, `3 h`, `9 days` (rounded down to the largest unit that fits); in a table's narrow
+//! `45 s`, `12 min`, `3 h`, `9 days` (rounded down, in the largest unit of which it is at least two:
+//! `110 s`, `95 min`); in a table's narrow
 //! column `45s`, `12m`, `3h 4m`, `2d 5h` (the units `--older-than` takes).
 
 use std::fmt;
@@ -12,11 +13,12 @@ pub struct Age(pub Duration);
 impl fmt::Display for Age {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let seconds = self.0.as_secs();
+        // A unit is used from two of it up, so that no age is off by more than half its value
+        // (and two ages side by side, an age and its grace, read apart).
         match seconds {
-            0..60 => write!(f, "{seconds} s"),
-            60..3_600 => write!(f, "{} min", seconds / 60),
-            3_600..86_400 => write!(f, "{} h", seconds / 3_600),
-            86_400..172_800 => write!(f, "1 day"),
+            0..120 => write!(f, "{seconds} s"),
+            120..7_200 => write!(f, "{} min", seconds / 60),
+            7_200..172_800 => write!(f, "{} h", seconds / 3_600),
             _ => write!(f, "{} days", seconds / 86_400),
         }
     }
@@ -43,14 +45,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_age_reads_in_the_largest_unit_that_fits() {
+    fn an_age_reads_in_the_largest_unit_it_has_two_of() {
         let cases = [
             (0, "0 s"),
             (45, "45 s"),
-            (90, "1 min"),
+            (110, "110 s"),
             (3_599, "59 min"),
             (7_200, "2 h"),
-            (86_400, "1 day"),
+            (86_400, "24 h"),
             (817_841_687, "9465 days"),
             (9 * 86_400 + 3_600, "9 days"),
         ];

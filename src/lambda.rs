@@ -19,20 +19,34 @@ pub async fn handle(
     relay: &Relay,
     records: &[SqsMessage],
     deadline: SystemTime,
+    metrics: Metrics,
 ) -> Result<SqsBatchResponse, MissingMessageId> {
     let results = relay.run_batch(records, instant_at(deadline)).await;
-    emit_metrics(&Tally::of(&results));
+    metrics.write(&Tally::of(&results));
     batch_response(&results)
 }
 
-/// Writes the batch's metrics to standard output as CloudWatch Embedded Metric Format, which Lambda's
-/// log stream turns into metrics (no API call). Logs go to standard error.
-fn emit_metrics(tally: &Tally) {
-    use std::io::Write as _;
-    let mut out = std::io::stdout().lock();
-    for line in tally.emf_lines(SystemTime::now()) {
-        // A closed standard output is no reason to fail a batch.
-        let _ = writeln!(out, "{line}");
+/// Where a batch's metrics go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Metrics {
+    /// Standard output, as CloudWatch Embedded Metric Format, which Lambda's log stream turns into
+    /// metrics (no API call); logs go to standard error.
+    Stdout,
+    /// Made and dropped (a benchmark that prints its own table on standard output).
+    Discard,
+}
+
+impl Metrics {
+    fn write(self, tally: &Tally) {
+        use std::io::Write as _;
+        let lines = tally.emf_lines(SystemTime::now());
+        if self == Metrics::Stdout {
+            let mut out = std::io::stdout().lock();
+            for line in lines {
+                // A closed standard output is no reason to fail a batch.
+                let _ = writeln!(out, "{line}");
+            }
+        }
     }
 }
 
@@ -65,6 +79,7 @@ pub async fn handle_any(
     relay: &Relay,
     event: Invocation,
     deadline: SystemTime,
+    metrics: Metrics,
 ) -> Result<serde_json::Value, InvocationError> {
     if event.opsrelay.as_ref().and_then(|v| v.as_str()) == Some("doctor") {
         let report = crate::doctor::run(&crate::doctor::Subject::of_relay(relay)).await;
@@ -73,7 +88,7 @@ pub async fn handle_any(
     }
     let records = event.records.ok_or(InvocationError::Unknown)?;
     Ok(serde_json::to_value(
-        handle(relay, &records, deadline).await?,
+        handle(relay, &records, deadline, metrics).await?,
     )?)
 }
 

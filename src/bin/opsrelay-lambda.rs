@@ -7,7 +7,7 @@
 use std::process::ExitCode;
 
 use lambda_runtime::{LambdaEvent, service_fn};
-use opsrelay::lambda::Invocation;
+use opsrelay::lambda::{Invocation, Metrics};
 use opsrelay::telemetry::{self, LogFormat};
 
 // One thread: a function gets at most one vCPU below 1,769 MB, and with one thread the HTTP and
@@ -31,7 +31,7 @@ async fn run() -> Result<(), anyhow::Error> {
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<Invocation>| async move {
             let deadline = event.context.deadline();
-            opsrelay::lambda::handle_any(relay, event.payload, deadline)
+            opsrelay::lambda::handle_any(relay, event.payload, deadline, Metrics::Stdout)
                 .await
                 .map_err(lambda_runtime::Error::from)
         },

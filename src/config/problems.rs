@@ -57,12 +57,18 @@ impl Problems {
         problems
     }
 
+    /// Adds `problem`, unless its variable has one already: the first found is the one to fix (a
+    /// webhook that could not be read is not also "not set").
     pub fn push(&mut self, problem: ConfigError) {
-        self.0.push(problem);
+        if self.0.iter().all(|p| p.variable != problem.variable) {
+            self.0.push(problem);
+        }
     }
 
     pub fn extend(&mut self, other: Problems) {
-        self.0.extend(other.0);
+        for problem in other.0 {
+            self.push(problem);
+        }
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &ConfigError> {
@@ -98,6 +104,20 @@ mod tests {
             "[rules.\"order.created\"]\nquery = \"SELECT 1 WHERE 1 = $1\"\ntext = \"x\"\ndestinations = [\"A\", \"B\"]\n[rules.\"order.paid\"]\ntext = \"y\"\ndestinations = [\"B\"]\n",
         )
         .unwrap()
+    }
+
+    #[test]
+    fn a_variable_has_one_problem_the_first_found() {
+        let mut problems = Problems::default();
+        problems.push(ConfigError::new("B", "is not an https URL", "use https"));
+        problems.extend(Problems::of_rules(
+            &rules(),
+            true,
+            &BTreeMap::from([("A".to_string(), ())]),
+        ));
+        let texts: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        assert_eq!(texts.len(), 1, "{texts:?}");
+        assert!(texts[0].starts_with("B: is not an https URL"), "{texts:?}");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! ARN is fetched, RDS-style JSON becomes a URL, and each destination the rules name gets its webhook.
 //! No secret value reaches an error text.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::{ConfigError, Problems, Settings};
 use crate::aws;
@@ -42,8 +42,10 @@ pub async fn resolve(
     let secrets = Secrets(sdk.map(aws_sdk_secretsmanager::Client::new));
     let mut problems = Problems::default();
     let mut destinations = BTreeMap::new();
+    let mut seen = BTreeSet::new();
     for name in rules.iter().flat_map(|r| r.destinations.iter()) {
-        if destinations.contains_key(name) {
+        // Once each, whether it works or not: a secret is fetched once, a problem said once.
+        if !seen.insert(name) {
             continue;
         }
         let target = match lookup(name).filter(|v| !v.trim().is_empty()) {
@@ -244,6 +246,22 @@ fn with_credentials(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_webhook_that_cannot_be_used_is_one_problem_however_many_rules_send_to_it() {
+        let rules = Rules::parse(
+            "rules.toml",
+            "[rules.\"a\"]\ntext = \"x\"\n[rules.\"b\"]\ntext = \"y\"\n[rules.\"c\"]\ntext = \"z\"\n",
+        )
+        .unwrap();
+        let settings = Settings::from_lookup(|_| None).unwrap();
+        let plain_http = |_: &str| Some("http://hooks.slack.com/services/T/B/X".to_string());
+        let resolved = resolve(&settings, &rules, plain_http, MissingWebhook::Fail, None).await;
+        let texts: Vec<String> = resolved.problems.iter().map(ToString::to_string).collect();
+        assert_eq!(texts.len(), 1, "{texts:?}");
+        assert!(texts[0].contains("is not an https URL"), "{texts:?}");
+        assert!(resolved.destinations.is_empty());
+    }
 
     #[test]
     fn webhook_urls_must_be_https_except_on_localhost() {

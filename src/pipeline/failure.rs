@@ -255,7 +255,7 @@ mod tests {
         };
         for (age_s, expected) in [
             (30, "30 s after the event"),
-            (90, "1 min after the event"),
+            (110, "110 s after the event"),
             (45 * 60 + 59, "45 min after the event"),
             (5 * 3_600 + 10, "5 h after the event"),
             (9 * 86_400 + 3_600, "9 days after the event"),

@@ -9,6 +9,9 @@ use super::outcome::{Outcome, Processed};
 use crate::human::Age;
 use crate::metrics::{Emf, Unit};
 
+/// CloudWatch takes at most this many values of one metric in one EMF line.
+pub const MAX_VALUES: usize = 100;
+
 /// The rule of records that have none (not parsed, or of a type no rule names).
 pub const NO_RULE: &str = "(none)";
 
@@ -89,10 +92,13 @@ impl Tally {
         }
     }
 
-    /// The batch's metrics, stamped `at`: one line per rule, and one per rule and failure code.
+    /// The batch's metrics, stamped `at`: one line per rule (its ages in further lines past
+    /// [`MAX_VALUES`], CloudWatch's limit for one metric's values), and one per rule and failure
+    /// code.
     pub fn emf_lines(&self, at: SystemTime) -> Vec<String> {
         let mut lines = Vec::new();
         for (rule, counts) in &self.rules {
+            let mut ages = counts.ages_ms.chunks(MAX_VALUES);
             let dead_lettered = counts.dead_lettered.values().sum();
             let line = Emf::new(at)
                 .dimension("Rule", rule)
@@ -102,9 +108,16 @@ impl Tally {
                 .value("DeadLettered", Unit::Count, dead_lettered)
                 .value("Posts", Unit::Count, counts.posts)
                 .value("SlackRateLimited", Unit::Count, counts.rate_limited)
-                .values("EventAge", Unit::Milliseconds, &counts.ages_ms)
-                .line();
-            lines.push(line);
+                .values(
+                    "EventAge",
+                    Unit::Milliseconds,
+                    ages.next().unwrap_or_default(),
+                );
+            lines.push(line.line());
+            for more in ages {
+                let line = Emf::new(at).dimension("Rule", rule).rollup();
+                lines.push(line.values("EventAge", Unit::Milliseconds, more).line());
+            }
             for (code, n) in &counts.dead_lettered {
                 let by_code = Emf::new(at)
                     .dimension("Rule", rule)
@@ -145,5 +158,43 @@ impl Tally {
             ));
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::pipeline::Activity;
+
+    fn delivered(rule: &str, ages: usize) -> Processed {
+        Processed {
+            message_id: "m".into(),
+            outcome: Outcome::Delivered,
+            rule: Some(rule.into()),
+            activity: Activity {
+                posts: ages as u32,
+                rate_limited: 0,
+                ages_at_post: vec![Duration::from_millis(5); ages],
+            },
+        }
+    }
+
+    #[test]
+    fn ages_past_cloudwatchs_hundred_values_go_into_further_lines_and_counts_once() {
+        let tally = Tally::of(&[delivered("r", 150), delivered("r", 100)]);
+        let lines: Vec<serde_json::Value> = tally
+            .emf_lines(SystemTime::now())
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let sizes: Vec<usize> = lines
+            .iter()
+            .map(|l| l["EventAge"].as_array().unwrap().len())
+            .collect();
+        assert_eq!(sizes, [100, 100, 50]);
+        assert_eq!(lines[0]["Delivered"], 2);
+        assert!(lines[1..].iter().all(|l| l.get("Delivered").is_none()));
     }
 }

@@ -67,14 +67,15 @@ impl Queue {
         let attributes = queue_attributes(client, url, &names)
             .await
             .map_err(|e| Error::aws("sqs:GetQueueAttributes", url, &e))?;
+        let arn = attributes
+            .get(&QueueAttributeName::QueueArn)
+            .cloned()
+            .unwrap_or_default();
         Ok(Queue {
             client: client.clone(),
             url: url.to_string(),
-            fifo: QueueKind::of(url).is_fifo(),
-            arn: attributes
-                .get(&QueueAttributeName::QueueArn)
-                .cloned()
-                .unwrap_or_default(),
+            fifo: QueueKind::of(url).is_fifo() || QueueKind::of(&arn).is_fifo(),
+            arn,
             max_message_bytes: attributes
                 .get(&QueueAttributeName::MaximumMessageSize)
                 .and_then(|size| size.parse().ok()),
