@@ -26,7 +26,7 @@ pub async fn run() -> Result<ExitCode, anyhow::Error> {
     println!("ok    rules: {} ({})", names.len(), names.join(", "));
     let mut failed = 0;
     let mut set = BTreeMap::new();
-    for name in rules.iter().flat_map(|r| r.destinations.iter()) {
+    for name in rules.iter().flat_map(|r| r.all_destinations()) {
         let Some(value) = std::env::var(name).ok().filter(|v| !v.trim().is_empty()) else {
             continue;
         };
@@ -113,7 +113,7 @@ pub async fn render(event_file: &Path, row_file: Option<&Path>) -> Result<ExitCo
             let deadline = Instant::now() + Duration::from_secs(30);
             compose(&rules, Some(&database), &settings, &event, deadline)
                 .await?
-                .1
+                .message
         }
     };
     println!("{}", serde_json::to_string_pretty(&message.0)?);

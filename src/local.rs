@@ -42,6 +42,8 @@ pub struct LocalOptions {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Summary {
     pub delivered: usize,
+    /// Acknowledged without posting, by a `drop` route.
+    pub dropped: usize,
     /// Redeliveries made after a transient failure.
     pub retried: usize,
     pub dead_lettered: usize,
@@ -105,6 +107,7 @@ pub async fn run(options: &LocalOptions) -> Result<Summary, anyhow::Error> {
         for (record, result) in pending.into_iter().zip(results) {
             match result.outcome {
                 Outcome::Delivered => summary.delivered += 1,
+                Outcome::Dropped { .. } => summary.dropped += 1,
                 Outcome::DeadLettered(_) => summary.dead_lettered += 1,
                 Outcome::Retry { .. } => again.push(record),
             }

@@ -72,6 +72,35 @@ pub enum BlockTemplate {
 #[derive(Clone, Debug, PartialEq)]
 pub struct SlackMessage(pub Json);
 
+impl SlackMessage {
+    /// The message with `mention` (a route's, checked when the rules were read) in front of its
+    /// notification text and of its first section's text, or as a section of its own before its
+    /// blocks when none has text: Slack notifies on a mention in the blocks.
+    pub fn with_mention(&self, mention: &str) -> SlackMessage {
+        let mut message = self.0.clone();
+        let prefixed = |text: &Json| format!("{mention} {}", text.as_str().unwrap_or_default());
+        message["text"] = Json::String(clip(&prefixed(&message["text"]), limits::TEXT_CHARS));
+        if let Some(blocks) = message.get_mut("blocks").and_then(Json::as_array_mut) {
+            let section = blocks
+                .iter_mut()
+                .find(|b| b["type"] == "section" && b["text"]["text"].is_string());
+            match section {
+                Some(block) => {
+                    let text = clip(&prefixed(&block["text"]["text"]), limits::SECTION_CHARS);
+                    block["text"]["text"] = Json::String(text);
+                }
+                None => {
+                    let own =
+                        json!({"type": "section", "text": {"type": "mrkdwn", "text": mention}});
+                    blocks.insert(0, own);
+                    blocks.truncate(limits::BLOCKS);
+                }
+            }
+        }
+        SlackMessage(message)
+    }
+}
+
 /// Slack's Block Kit Builder, which shows the blocks given in the URL's fragment.
 const BLOCK_KIT_BUILDER: &str = "https://app.slack.com/block-kit-builder/#";
 
@@ -147,13 +176,12 @@ impl Templates {
             .map_err(|e| describe(&e))
     }
 
-    /// For `opsrelay doctor`: each template of `template` that reads a name a record of `columns`
-    /// does not give (nor `row`, `event` or a function of the environment), with those names.
-    /// Rendering such a template fails on every event, unless it only reads the name where it checks
-    /// for it (`is defined`).
-    pub fn unknown_names(
+    /// Each of the templates `names` that reads a name a record of `columns` does not give (nor
+    /// `row`, `event` or a function of the environment), with those names. Rendering such a template
+    /// fails on every event, unless it only reads the name where it checks for it (`is defined`).
+    pub fn unknown_names<'n>(
         &self,
-        template: &MessageTemplate,
+        names: impl Iterator<Item = &'n String>,
         columns: &[String],
     ) -> Vec<(String, Vec<String>)> {
         let known = |name: &String| {
@@ -162,8 +190,7 @@ impl Templates {
                 || name == "event"
                 || self.env.globals().any(|(global, _)| global == name)
         };
-        template
-            .names()
+        names
             .filter_map(|name| {
                 let read = self
                     .env
@@ -175,6 +202,19 @@ impl Templates {
                 (!unknown.is_empty()).then(|| (name.clone(), unknown))
             })
             .collect()
+    }
+
+    /// Whether the route test `name` (a template that renders `1` when its condition holds) holds
+    /// for `context`.
+    pub fn holds(&self, name: &str, context: &Value) -> Result<bool, RenderError> {
+        self.env
+            .get_template(name)
+            .and_then(|t| t.render(context))
+            .map(|rendered| rendered.trim() == "1")
+            .map_err(|e| RenderError {
+                template: name.to_string(),
+                message: describe(&e),
+            })
     }
 
     /// Renders a message for `context` (the record's columns, `row` and `event`).

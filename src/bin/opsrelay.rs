@@ -122,10 +122,15 @@ async fn run_local(
     })
     .await?;
     println!(
-        "\nSummary: {} delivered, {} retried, {} dead-lettered{}",
+        "\nSummary: {} delivered, {} retried, {} dead-lettered{}{}",
         summary.delivered,
         summary.retried,
         summary.dead_lettered,
+        if summary.dropped > 0 {
+            format!(", {} dropped by a route", summary.dropped)
+        } else {
+            String::new()
+        },
         if summary.undelivered > 0 {
             format!(", {} undelivered", summary.undelivered)
         } else {
@@ -176,9 +181,10 @@ async fn run_worker(options: &WorkerOptions) -> Result<ExitCode, anyhow::Error> 
     let stats = worker::run(&relay, &client, options, shutdown).await?;
     let tally = &stats.tally;
     println!(
-        "{} batches: {} delivered, {} left for retry, {} dead-lettered\n{}",
+        "{} batches: {} delivered, {} dropped, {} left for retry, {} dead-lettered\n{}",
         stats.batches,
         tally.delivered,
+        tally.dropped,
         tally.retried,
         tally.dead_lettered,
         tally.per_rule()

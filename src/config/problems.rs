@@ -27,11 +27,13 @@ impl Problems {
         let mut missing: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
         for rule in rules.iter() {
             for name in rule
-                .destinations
-                .iter()
+                .all_destinations()
                 .filter(|d| !webhooks.contains_key(*d))
             {
-                missing.entry(name).or_default().push(&rule.name);
+                let used_by = missing.entry(name).or_default();
+                if !used_by.contains(&rule.name.as_str()) {
+                    used_by.push(&rule.name);
+                }
             }
         }
         for (name, used_by) in missing {

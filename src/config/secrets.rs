@@ -43,7 +43,7 @@ pub async fn resolve(
     let mut problems = Problems::default();
     let mut destinations = BTreeMap::new();
     let mut seen = BTreeSet::new();
-    for name in rules.iter().flat_map(|r| r.destinations.iter()) {
+    for name in rules.iter().flat_map(|r| r.all_destinations()) {
         // Once each, whether it works or not: a secret is fetched once, a problem said once.
         if !seen.insert(name) {
             continue;

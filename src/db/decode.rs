@@ -5,13 +5,13 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
-use serde_json::{Map, Value as Json};
+use serde_json::Value as Json;
 use sqlx::mysql::MySqlRow;
 use sqlx::postgres::{PgRow, PgValueFormat};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{AssertSqlSafe, Column, ColumnIndex, Decode, Executor, Row, Type, TypeInfo, ValueRef};
 
-use super::Record;
+use super::Fetched;
 use super::error::{Failed, LookupError};
 use crate::event::RecordId;
 use crate::rules::{IdType, Rule};
@@ -72,27 +72,33 @@ where
 /// One column's value, or `None` when its type is not one opsrelay knows.
 pub(super) type ValueFn<R> = fn(&R, usize, &str) -> Result<Option<Json>, sqlx::Error>;
 
-pub(super) fn record<R>(row: &R, value: ValueFn<R>) -> Result<Record, Failed>
+pub(super) fn record<R>(row: &R, value: ValueFn<R>) -> Result<Fetched, Failed>
 where
     R: Row,
     usize: ColumnIndex<R>,
 {
-    let mut out = Map::new();
+    let mut out = Fetched::default();
     for (i, column) in row.columns().iter().enumerate() {
         let raw = row.try_get_raw(i)?;
         let json = if raw.is_null() {
             Json::Null
         } else {
             let type_name = raw.type_info().name().to_string();
+            if DECIMAL_TYPES.contains(&type_name.as_str()) {
+                out.decimals.push(column.name().to_string());
+            }
             value(row, i, &type_name)?.ok_or_else(|| Failed::Unsupported {
                 column: column.name().to_string(),
                 type_name,
             })?
         };
-        out.insert(column.name().to_string(), json);
+        out.values.insert(column.name().to_string(), json);
     }
     Ok(out)
 }
+
+/// The column types whose values are decimals, exact as text.
+const DECIMAL_TYPES: [&str; 2] = ["NUMERIC", "DECIMAL"];
 
 fn get<'r, R, T>(row: &'r R, i: usize) -> Result<T, sqlx::Error>
 where

@@ -47,6 +47,14 @@ use error::Failed;
 /// One row: column name → value, in column order.
 pub type Record = Map<String, Json>;
 
+/// A row as fetched: its values, and which columns are decimals (exact text in a template, a
+/// number in a route's `when`, so that `total > 1000` compares amounts, not text with a number).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Fetched {
+    pub values: Record,
+    pub decimals: Vec<String>,
+}
+
 /// Pool, query and address settings.
 #[derive(Clone, Debug)]
 pub struct DbSettings {
@@ -120,7 +128,7 @@ impl Database {
         query: &Arc<str>,
         id: &RecordId,
         query_timeout: Duration,
-    ) -> Result<Option<Record>, LookupError> {
+    ) -> Result<Option<Fetched>, LookupError> {
         let bound = bind_id(rule, id, matches!(self.pools, Pools::Postgres(_)))?;
         let address = self.route().await?;
         let sql = query.clone();

@@ -110,7 +110,7 @@ async fn queries(report: &mut Report, subject: &Subject<'_>, database: &Database
                     .prepare(rule, query)
                     .await
                     .map_err(|e| e.to_string())?;
-                let unknown = rules.templates.unknown_names(&rule.template, &columns);
+                let unknown = rules.templates.unknown_names(rule.template_names(), &columns);
                 if unknown.is_empty() {
                     return Ok(format!(
                         "prepared (not run); its columns are all the templates read: {}",

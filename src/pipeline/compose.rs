@@ -10,10 +10,17 @@ use tokio::time::Instant;
 use super::failure::ProcessError;
 use super::retry::retry;
 use crate::config::Settings;
-use crate::db::{Database, Record};
+use crate::db::{Database, Fetched, Record};
 use crate::event::OpsEvent;
 use crate::render::SlackMessage;
 use crate::rules::{Rule, Rules};
+
+/// An event's rule, its row, and its message.
+pub struct Composed<'r> {
+    pub rule: &'r Rule,
+    pub row: Fetched,
+    pub message: SlackMessage,
+}
 
 /// Finds the event's rule, fetches its record (retrying transient failures until `deadline`) and
 /// renders the message.
@@ -23,7 +30,7 @@ pub async fn compose<'r>(
     settings: &Settings,
     event: &OpsEvent,
     deadline: Instant,
-) -> Result<(&'r Rule, SlackMessage), ProcessError> {
+) -> Result<Composed<'r>, ProcessError> {
     let rule = rules
         .get(event.kind.as_str())
         .ok_or_else(|| ProcessError::UnknownEventType(event.kind.as_str().to_string()))?;
@@ -47,12 +54,33 @@ pub async fn compose<'r>(
             })
             .await?
         }
-        _ => Record::new(),
+        _ => Fetched::default(),
     };
-    let message = rules
-        .templates
-        .render(&rule.template, &template_context(event, &record))?;
-    Ok((rule, message))
+    let context = template_context(event, &record.values);
+    let message = rules.templates.render(&rule.template, &context)?;
+    Ok(Composed {
+        rule,
+        row: record,
+        message,
+    })
+}
+
+/// The values a route's `when` sees: the template's, with each decimal column a number.
+pub fn route_context(event: &OpsEvent, row: &Fetched) -> Value {
+    if row.decimals.is_empty() {
+        return template_context(event, &row.values);
+    }
+    let mut values = row.values.clone();
+    for name in &row.decimals {
+        let number = values
+            .get(name)
+            .and_then(|v| v.as_str())
+            .and_then(|text| text.parse::<f64>().ok());
+        if let Some(number) = number.and_then(serde_json::Number::from_f64) {
+            values.insert(name.clone(), serde_json::Value::Number(number));
+        }
+    }
+    template_context(event, &values)
 }
 
 /// The values a template sees: each column by name, `row` (all columns) and `event` (`type`, `id`,

@@ -3,7 +3,7 @@
 //! other, in order), a panic fails only its own record, and nothing runs past the deadline.
 //!
 //! Reading order: [`ordering`] groups a batch, [`record`] takes one record from start to outcome
-//! (with [`compose`](mod@compose) for its message, [`retry`] inside the invocation and [`failure`]'s one
+//! (with [`compose`](mod@compose) for its message, [`route`](mod@route) for where it goes, [`retry`] inside the invocation and [`failure`]'s one
 //! classification), [`budget`] is the invocation's time, [`delivered`] the memory that keeps a
 //! redelivered message from being posted twice, [`outcome`] the answer for Lambda, and [`tally`]
 //! the batch's counts per rule (its log line, summaries and metrics).
@@ -16,6 +16,7 @@ pub mod ordering;
 pub mod outcome;
 pub mod record;
 pub mod retry;
+pub mod route;
 pub mod tally;
 
 use std::collections::BTreeMap;

@@ -10,8 +10,10 @@ use crate::deadletter::FailureRecord;
 /// What became of one record.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Outcome {
-    /// Posted to every destination of its rule.
+    /// Posted to every destination of its rule (or its routes).
     Delivered,
+    /// Acknowledged without posting, by this `drop` route.
+    Dropped { route: String },
     /// Left in the queue: SQS delivers it again after the visibility timeout.
     Retry { code: String, reason: String },
     /// Sent to the DLQ with this record.

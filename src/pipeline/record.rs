@@ -3,6 +3,7 @@
 //! yet served, a panic or the deadline failing only this record; then the one decision of what a
 //! failure becomes: DLQ (permanent, or transient on the last allowed receive) or retry.
 
+use std::borrow::Cow;
 use std::panic::AssertUnwindSafe;
 use std::sync::Mutex;
 
@@ -13,10 +14,11 @@ use tracing::Instrument;
 
 use super::Relay;
 use super::budget::Budget;
-use super::compose::compose;
+use super::compose::{compose, route_context};
 use super::failure::{ProcessError, classify};
 use super::outcome::{Activity, Outcome, Processed};
 use super::retry::retry;
+use super::route::{Post, Routed, route};
 use crate::deadletter::{FailureClass, FailureRecord};
 use crate::event::{self, OpsEvent};
 use crate::lock::{into_inner, lock};
@@ -60,13 +62,15 @@ impl Relay {
                     isolate(budget.work_deadline(), work).await
                 }
             };
+            let elapsed_ms = started.elapsed().as_millis() as u64;
             let outcome = match result {
-                Ok(()) => {
-                    tracing::info!(
-                        elapsed_ms = started.elapsed().as_millis() as u64,
-                        "Delivered the message."
-                    );
+                Ok(Done::Posted) => {
+                    tracing::info!(elapsed_ms, "Delivered the message.");
                     Outcome::Delivered
+                }
+                Ok(Done::Dropped(route)) => {
+                    tracing::info!(elapsed_ms, route = %route, "Dropped the message by its route (drop = true).");
+                    Outcome::Dropped { route }
                 }
                 Err(error) => {
                     self.settle(record, &delivery, event_type, error, budget)
@@ -169,25 +173,37 @@ impl Relay {
         delivery: &Delivery,
         budget: Budget,
         activity: &Mutex<Activity>,
-    ) -> Result<(), ProcessError> {
+    ) -> Result<Done, ProcessError> {
         let deadline = budget.work_deadline();
         let database = self.database.as_ref();
-        let (rule, message) =
-            compose(&self.rules, database, &self.settings, event, deadline).await?;
-        for name in &rule.destinations {
+        let composed = compose(&self.rules, database, &self.settings, event, deadline).await?;
+        let context = route_context(event, &composed.row);
+        let sends = match route(composed.rule, &self.rules.templates, &context)? {
+            Routed::Dropped(place) => return Ok(Done::Dropped(place.to_string())),
+            Routed::Post(sends) => sends,
+        };
+        for Post {
+            destination: name,
+            mention,
+        } in sends
+        {
             if self.delivered.contains(&delivery.message_id, name) {
                 tracing::info!(destination = %name, "Skipped a destination already served for this message.");
                 continue;
             }
             // Relay::new made sure that every destination a rule names has a webhook.
             let destination = &self.destinations[name];
+            let message = match mention {
+                Some(mention) => Cow::Owned(composed.message.with_mention(mention)),
+                None => Cow::Borrowed(&composed.message),
+            };
             retry(&self.settings.retry, deadline, "the Slack post", || async {
                 let posted = self.slack.post(destination, &message, deadline).await;
                 if let Err(SlackError::RateLimited { .. }) = posted {
                     lock(activity).rate_limited += 1;
                 }
                 posted.map_err(|source| ProcessError::Slack {
-                    destination: name.clone(),
+                    destination: name.to_string(),
                     source,
                 })
             })
@@ -201,15 +217,23 @@ impl Relay {
             drop(activity);
             self.delivered.insert(&delivery.message_id, name);
         }
-        Ok(())
+        Ok(Done::Posted)
     }
 }
 
+/// How a record's work ended well.
+enum Done {
+    /// Posted to every destination its routes chose.
+    Posted,
+    /// Acknowledged without posting, by this `drop` route.
+    Dropped(String),
+}
+
 /// Runs one record's work so that a panic or the deadline fails only that record.
-async fn isolate(
+async fn isolate<T>(
     deadline: Instant,
-    work: impl std::future::Future<Output = Result<(), ProcessError>>,
-) -> Result<(), ProcessError> {
+    work: impl std::future::Future<Output = Result<T, ProcessError>>,
+) -> Result<T, ProcessError> {
     match AssertUnwindSafe(tokio::time::timeout_at(deadline, work))
         .catch_unwind()
         .await
@@ -236,7 +260,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_panic_becomes_this_records_failure() {
-        let result = isolate(Instant::now() + Duration::from_secs(5), async {
+        let result: Result<(), _> = isolate(Instant::now() + Duration::from_secs(5), async {
             panic!("boom in a template helper")
         })
         .await;

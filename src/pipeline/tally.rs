@@ -1,5 +1,5 @@
 //! What a batch did, counted per rule: the batch's log line, the worker's and the local run's
-//! summaries, and on Lambda the batch's metrics ([`crate::metrics`]: delivered, retried,
+//! summaries, and on Lambda the batch's metrics ([`crate::metrics`]: delivered, dropped, retried,
 //! dead-lettered by code, posts, Slack's 429s, and the events' ages when posted).
 
 use std::collections::BTreeMap;
@@ -19,6 +19,8 @@ pub const NO_RULE: &str = "(none)";
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RuleTally {
     pub delivered: u64,
+    /// Acknowledged without posting, by a `drop` route.
+    pub dropped: u64,
     pub retried: u64,
     /// By failure code.
     pub dead_lettered: BTreeMap<String, u64>,
@@ -34,6 +36,7 @@ pub struct RuleTally {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Tally {
     pub delivered: u64,
+    pub dropped: u64,
     pub retried: u64,
     pub dead_lettered: u64,
     pub rules: BTreeMap<String, RuleTally>,
@@ -49,6 +52,10 @@ impl Tally {
                 Outcome::Delivered => {
                     tally.delivered += 1;
                     counts.delivered += 1;
+                }
+                Outcome::Dropped { .. } => {
+                    tally.dropped += 1;
+                    counts.dropped += 1;
                 }
                 Outcome::Retry { .. } => {
                     tally.retried += 1;
@@ -77,11 +84,13 @@ impl Tally {
     /// Adds `other`'s counts (not its ages: a run's summary keeps only the oldest).
     pub fn add(&mut self, other: &Tally) {
         self.delivered += other.delivered;
+        self.dropped += other.dropped;
         self.retried += other.retried;
         self.dead_lettered += other.dead_lettered;
         for (rule, theirs) in &other.rules {
             let ours = self.rules.entry(rule.clone()).or_default();
             ours.delivered += theirs.delivered;
+            ours.dropped += theirs.dropped;
             ours.retried += theirs.retried;
             for (code, n) in &theirs.dead_lettered {
                 *ours.dead_lettered.entry(code.clone()).or_default() += n;
@@ -104,6 +113,7 @@ impl Tally {
                 .dimension("Rule", rule)
                 .rollup()
                 .value("Delivered", Unit::Count, counts.delivered)
+                .value("Dropped", Unit::Count, counts.dropped)
                 .value("Retried", Unit::Count, counts.retried)
                 .value("DeadLettered", Unit::Count, dead_lettered)
                 .value("Posts", Unit::Count, counts.posts)
@@ -153,8 +163,8 @@ impl Tally {
                 String::new()
             };
             out.push_str(&format!(
-                "  {rule}: {} delivered, {} retried, {dead_lettered} dead-lettered{codes}; posts: {}, 429s: {}{oldest}\n",
-                c.delivered, c.retried, c.posts, c.rate_limited,
+                "  {rule}: {} delivered, {} dropped, {} retried, {dead_lettered} dead-lettered{codes}; posts: {}, 429s: {}{oldest}\n",
+                c.delivered, c.dropped, c.retried, c.posts, c.rate_limited,
             ));
         }
         out

@@ -64,6 +64,7 @@ async fn fetch(
             Duration::from_secs(5),
         )
         .await
+        .map(|row| row.map(|row| row.values))
 }
 
 /// The engine's database by its TLS name, which a DNS stand-in answering `localhost`'s address

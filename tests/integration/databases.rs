@@ -276,3 +276,179 @@ async fn mariadb_a_decimal_zero_keeps_its_scale() {
     let text = decimals_as_posted(Engine::MariaDb, "DECIMAL(10,2)").await;
     assert_eq!(text, "zero=0.00 tenth=0.10 ten=10.00 total=129.90");
 }
+
+/// Order 42 through a rule with `routes`, on the engine's database: its outcome, the Slack stand-in
+/// of the rule's destination, and the one of `BIG_ORDERS`.
+async fn route_order_42(engine: Engine, routes: &str) -> (Outcome, SlackStandIn, SlackStandIn) {
+    let url = fresh_database(engine).await;
+    let toml = format!(
+        "[rules.\"order.created\"]\nquery = \"SELECT id, customer, total, quantity, note FROM orders WHERE id = {}\"\nid_type = \"integer\"\ntext = \"Order {{{{ id }}}} for {{{{ customer }}}}\"\n[[rules.\"order.created\".blocks]]\ntype = \"section\"\ntext = \"Order {{{{ id }}}} for {{{{ customer }}}}: {{{{ total }}}}\"\n{routes}",
+        engine.placeholder()
+    );
+    let (default, big) = (
+        SlackStandIn::start(vec![]).await,
+        SlackStandIn::start(vec![]).await,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let webhooks = [
+        ("OPSRELAY_SLACK_WEBHOOK_URL", default.url.as_str()),
+        ("BIG_ORDERS", big.url.as_str()),
+    ];
+    let relay = crate::common::relay_to(
+        settings(&[]),
+        crate::common::rules(&toml),
+        Some(&url),
+        &webhooks,
+        DeadLetters::file(dir.path().join("dlq.jsonl")),
+    )
+    .await;
+    let order_42 = crate::common::event("order.created", "42");
+    let results = relay
+        .run_batch(
+            &[record("m1", &order_42, 1)],
+            Instant::now() + Duration::from_secs(20),
+        )
+        .await;
+    (results.into_iter().next().unwrap().outcome, default, big)
+}
+
+const TO_BIG_WITH_HERE: &str = "[[rules.\"order.created\".routes]]\nwhen = \"quantity >= 3\"\ndestinations = [\"BIG_ORDERS\"]\nmention = \"<!here>\"\n";
+
+async fn a_decimal_column_is_compared_as_a_number(engine: Engine) {
+    // Order 42's total is 129.90: as text it would be "greater" than any number.
+    let routes = "[[rules.\"order.created\".routes]]\nwhen = \"total > 1000\"\ndestinations = [\"BIG_ORDERS\"]\n[[rules.\"order.created\".routes]]\nwhen = \"total > 100 and total < 130\"\n";
+    let (outcome, default, big) = route_order_42(engine, routes).await;
+    assert_eq!(outcome, Outcome::Delivered);
+    assert!(big.delivered().is_empty(), "{:?}", big.delivered());
+    assert_eq!(default.delivered().len(), 1);
+}
+
+#[tokio::test]
+async fn postgres_a_routes_when_compares_a_decimal_column_as_a_number() {
+    a_decimal_column_is_compared_as_a_number(Engine::Postgres).await;
+}
+
+#[tokio::test]
+async fn mariadb_a_routes_when_compares_a_decimal_column_as_a_number() {
+    a_decimal_column_is_compared_as_a_number(Engine::MariaDb).await;
+}
+
+async fn the_first_matching_route_wins_with_its_mention(engine: Engine) {
+    let routes = format!("{TO_BIG_WITH_HERE}[[rules.\"order.created\".routes]]\nwhen = \"true\"\n");
+    let (outcome, default, big) = route_order_42(engine, &routes).await;
+    assert_eq!(outcome, Outcome::Delivered);
+    assert!(default.delivered().is_empty(), "{:?}", default.delivered());
+    let posted = big.delivered().pop().expect("posted to BIG_ORDERS");
+    assert!(
+        posted["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("<!here> Order 42"),
+        "{posted}"
+    );
+    assert!(
+        section_text(&posted).starts_with("<!here> Order 42"),
+        "{posted}"
+    );
+}
+
+#[tokio::test]
+async fn postgres_the_first_matching_route_wins_with_its_mention() {
+    the_first_matching_route_wins_with_its_mention(Engine::Postgres).await;
+}
+
+#[tokio::test]
+async fn mariadb_the_first_matching_route_wins_with_its_mention() {
+    the_first_matching_route_wins_with_its_mention(Engine::MariaDb).await;
+}
+
+async fn a_continuing_route_posts_and_the_next_posts_too(engine: Engine) {
+    let routes = format!(
+        "{}continue = true\n[[rules.\"order.created\".routes]]\nwhen = \"true\"\n",
+        TO_BIG_WITH_HERE
+    );
+    let (outcome, default, big) = route_order_42(engine, &routes).await;
+    assert_eq!(outcome, Outcome::Delivered);
+    assert_eq!(big.delivered().len(), 1);
+    let plain = default
+        .delivered()
+        .pop()
+        .expect("posted to the rule's destination too");
+    assert!(
+        !plain.to_string().contains("<!here>"),
+        "the mention is the route's only: {plain}"
+    );
+}
+
+#[tokio::test]
+async fn postgres_a_continuing_route_posts_and_the_next_posts_too() {
+    a_continuing_route_posts_and_the_next_posts_too(Engine::Postgres).await;
+}
+
+#[tokio::test]
+async fn mariadb_a_continuing_route_posts_and_the_next_posts_too() {
+    a_continuing_route_posts_and_the_next_posts_too(Engine::MariaDb).await;
+}
+
+async fn with_no_route_matching_the_rules_destinations_get_it(engine: Engine) {
+    let routes = "[[rules.\"order.created\".routes]]\nwhen = \"quantity > 100\"\ndestinations = [\"BIG_ORDERS\"]\n";
+    let (outcome, default, big) = route_order_42(engine, routes).await;
+    assert_eq!(outcome, Outcome::Delivered);
+    assert!(big.delivered().is_empty());
+    assert_eq!(default.delivered().len(), 1);
+}
+
+#[tokio::test]
+async fn postgres_with_no_route_matching_the_rules_destinations_get_it() {
+    with_no_route_matching_the_rules_destinations_get_it(Engine::Postgres).await;
+}
+
+#[tokio::test]
+async fn mariadb_with_no_route_matching_the_rules_destinations_get_it() {
+    with_no_route_matching_the_rules_destinations_get_it(Engine::MariaDb).await;
+}
+
+async fn a_when_on_a_null_column_sees_none_and_a_drop_route_posts_nothing(engine: Engine) {
+    // Order 42's note is NULL: `note == "x"` does not hold, `note is none` does.
+    let routes = "[[rules.\"order.created\".routes]]\nwhen = \"note == 'x'\"\ndestinations = [\"BIG_ORDERS\"]\n[[rules.\"order.created\".routes]]\nwhen = \"note is none\"\ndrop = true\n";
+    let (outcome, default, big) = route_order_42(engine, routes).await;
+    let route = "rules.\"order.created\".routes[1]".to_string();
+    assert_eq!(outcome, Outcome::Dropped { route });
+    assert!(default.requests().is_empty() && big.requests().is_empty());
+}
+
+#[tokio::test]
+async fn postgres_a_when_on_a_null_column_sees_none_and_a_drop_route_posts_nothing() {
+    a_when_on_a_null_column_sees_none_and_a_drop_route_posts_nothing(Engine::Postgres).await;
+}
+
+#[tokio::test]
+async fn mariadb_a_when_on_a_null_column_sees_none_and_a_drop_route_posts_nothing() {
+    a_when_on_a_null_column_sees_none_and_a_drop_route_posts_nothing(Engine::MariaDb).await;
+}
+
+async fn a_row_value_cannot_add_a_mention_to_a_routes_message(engine: Engine) {
+    // Order 42's customer is "Ada & Co <!channel>".
+    let (_, _, big) = route_order_42(engine, TO_BIG_WITH_HERE).await;
+    let posted = big
+        .delivered()
+        .pop()
+        .expect("posted to BIG_ORDERS")
+        .to_string();
+    assert_eq!(
+        posted.matches("<!").count(),
+        2,
+        "the route's <!here>, in text and section: {posted}"
+    );
+    assert!(posted.contains("&lt;!channel&gt;"), "{posted}");
+}
+
+#[tokio::test]
+async fn postgres_a_row_value_cannot_add_a_mention_to_a_routes_message() {
+    a_row_value_cannot_add_a_mention_to_a_routes_message(Engine::Postgres).await;
+}
+
+#[tokio::test]
+async fn mariadb_a_row_value_cannot_add_a_mention_to_a_routes_message() {
+    a_row_value_cannot_add_a_mention_to_a_routes_message(Engine::MariaDb).await;
+}

@@ -375,7 +375,7 @@ async fn each_batch_writes_its_metrics_per_rule_as_cloudwatch_embedded_metric_fo
     );
     assert_eq!(count("order.paid", "Delivered"), 1, "{lines:?}");
     assert_eq!(count("(none)", "DeadLettered"), 2, "{lines:?}");
-    let outcomes: u64 = ["Delivered", "Retried", "DeadLettered"]
+    let outcomes: u64 = ["Delivered", "Dropped", "Retried", "DeadLettered"]
         .iter()
         .map(|m| by_rule.iter().map(|l| l[*m].as_u64().unwrap()).sum::<u64>())
         .sum();

@@ -283,8 +283,19 @@ pub async fn relay(
     webhook: &str,
     dead_letters: DeadLetters,
 ) -> Relay {
-    let env: BTreeMap<&str, String> =
-        BTreeMap::from([("OPSRELAY_SLACK_WEBHOOK_URL", webhook.to_string())]);
+    let webhooks = [("OPSRELAY_SLACK_WEBHOOK_URL", webhook)];
+    relay_to(settings, rules, database_url, &webhooks, dead_letters).await
+}
+
+/// A relay for tests with the destinations `webhooks` (variable, URL), the DLQ given.
+pub async fn relay_to(
+    settings: Settings,
+    rules: Rules,
+    database_url: Option<&str>,
+    webhooks: &[(&str, &str)],
+    dead_letters: DeadLetters,
+) -> Relay {
+    let env: BTreeMap<&str, String> = webhooks.iter().map(|(k, v)| (*k, v.to_string())).collect();
     let resolved = config::resolve(
         &settings,
         &rules,

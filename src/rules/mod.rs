@@ -15,7 +15,17 @@
 //! type = "section"
 //! text = "*New order* {{ id }} from {{ customer }}"
 //! fields = ["*Total*\n{{ total }}"]
+//!
+//! [[rules."order.created".routes]]                # in order; the first that holds wins
+//! when = 'total > 1000 and currency == "EUR"'
+//! destinations = ["OPSRELAY_SLACK_WEBHOOK_URL_SALES"]
+//! mention = "<!here>"
+//! continue = true                                  # also try the routes after it
 //! ```
+
+mod route;
+
+pub use route::Route;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -46,9 +56,27 @@ pub struct Rule {
     /// The SQL; the event id is its one parameter (`$1` on PostgreSQL, `?` on MySQL and SQLite).
     pub query: Option<Arc<str>>,
     pub id_type: IdType,
-    /// Names of environment variables that hold webhook URLs (or Secrets Manager ARNs).
+    /// Names of environment variables that hold webhook URLs (or Secrets Manager ARNs): where the
+    /// events go when no route says otherwise.
     pub destinations: Vec<String>,
     pub template: MessageTemplate,
+    /// Where events go by their record, in order ([`route`]).
+    pub routes: Vec<Route>,
+}
+
+impl Rule {
+    /// Every destination the rule may send to: its own and its routes'.
+    pub fn all_destinations(&self) -> impl Iterator<Item = &String> {
+        let routes = self.routes.iter().flat_map(|r| r.destinations.iter());
+        self.destinations.iter().chain(routes)
+    }
+
+    /// The names of all its compiled templates: the message's, then each route's test.
+    pub fn template_names(&self) -> impl Iterator<Item = &String> {
+        self.template
+            .names()
+            .chain(self.routes.iter().map(|r| &r.when))
+    }
 }
 
 /// All rules, with their compiled templates.
@@ -100,6 +128,8 @@ struct RuleSpec {
     text: String,
     #[serde(default)]
     blocks: Vec<BlockSpec>,
+    #[serde(default)]
+    routes: Vec<route::RouteSpec>,
 }
 
 #[derive(Deserialize)]
@@ -230,10 +260,12 @@ impl Checker<'_> {
         check_destinations(&destinations)
             .map_err(|(problem, fix)| self.fail(place(&name, "destinations"), problem, fix))?;
         let template = self.template(&name, spec.text, spec.blocks)?;
+        let routes = self.routes(&name, spec.routes, &destinations)?;
+        let names = || template.names().chain(routes.iter().map(|r| &r.when));
         if query.is_none()
             && let Some((key, names)) = self
                 .templates
-                .unknown_names(&template, &[])
+                .unknown_names(names(), &[])
                 .into_iter()
                 .next()
         {
@@ -253,6 +285,7 @@ impl Checker<'_> {
             id_type: spec.id_type.unwrap_or(default_id_type),
             destinations,
             template,
+            routes,
         })
     }
 
