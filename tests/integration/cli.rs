@@ -173,8 +173,8 @@ fn check_refuses_a_plain_http_webhook() {
     assert!(text(&out.stdout).contains("not an https URL"));
 }
 
-#[test]
-fn render_shows_the_message_an_event_would_produce() {
+/// `opsrelay render` of order 42 on the embedded defaults: the message, and what it said beside it.
+fn render_order_42() -> (serde_json::Value, String) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("event.json"),
@@ -183,7 +183,15 @@ fn render_shows_the_message_an_event_would_produce() {
     .unwrap();
     let out = opsrelay(&["render", "--event", "event.json"], &[], dir.path());
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let message: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    (
+        serde_json::from_slice(&out.stdout).unwrap(),
+        text(&out.stderr),
+    )
+}
+
+#[test]
+fn render_shows_the_message_an_event_would_produce() {
+    let (message, _) = render_order_42();
     assert_eq!(
         message["text"],
         "New order 42 from Ada Lovelace: 129.90 EUR"
@@ -192,22 +200,14 @@ fn render_shows_the_message_an_event_would_produce() {
 
 #[test]
 fn render_prints_a_block_kit_builder_link_to_the_messages_blocks() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("event.json"),
-        r#"{"type": "order.created", "id": "42"}"#,
-    )
-    .unwrap();
-    let out = opsrelay(&["render", "--event", "event.json"], &[], dir.path());
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let message: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let link = text(&out.stderr)
+    let (message, said) = render_order_42();
+    let link = said
         .lines()
         .find_map(|l| {
             l.strip_prefix("https://app.slack.com/block-kit-builder/#")
                 .map(str::to_string)
         })
-        .unwrap_or_else(|| panic!("no Block Kit Builder link in:\n{}", text(&out.stderr)));
+        .unwrap_or_else(|| panic!("no Block Kit Builder link in:\n{said}"));
     assert!(link.contains("%22blocks%22"), "{link}");
     let first_block = serde_json::to_string(&message["blocks"][0]["type"]).unwrap();
     assert!(link.contains(&first_block.replace('"', "%22")), "{link}");
