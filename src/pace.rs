@@ -86,6 +86,20 @@ impl Pacer {
         Ok(slot)
     }
 
+    /// How many posts to `key` could start within `within` from now at its pace (none while Slack
+    /// holds it back past then): what it can post promptly.
+    pub fn slots_within(&self, key: &str, within: Duration) -> usize {
+        let webhooks = self.lock();
+        let now = Instant::now();
+        let tat = webhooks.get(key).map_or(now, |w| w.tat).max(now);
+        // Slot k comes at tat + k × interval - tolerance (or now, if that has passed).
+        let Some(room) = (now + within + self.tolerance).checked_duration_since(tat) else {
+            return 0;
+        };
+        let steps = room.as_nanos() / self.interval.as_nanos().max(1);
+        usize::try_from(steps).map_or(usize::MAX, |s| s.saturating_add(1))
+    }
+
     /// Holds `key` back until `until` (Slack said `Retry-After`).
     pub fn hold(&self, key: &str, until: Instant) {
         let mut webhooks = self.lock();
@@ -190,6 +204,28 @@ mod tests {
         pacer.hold("hook", Instant::now() + Duration::from_secs(30));
         assert!(waiting.await.unwrap().is_err());
         assert_eq!(Instant::now() - start, Duration::from_secs(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn counts_the_posts_it_can_start_promptly() {
+        let pacer = Pacer::new(0.5, 1);
+        let within = Duration::from_secs(3);
+        assert_eq!(pacer.slots_within("hook", within), 2, "now and in 2 s");
+        let far = Instant::now() + Duration::from_secs(60);
+        pacer.acquire("hook", far).await.unwrap();
+        assert_eq!(
+            pacer.slots_within("hook", within),
+            1,
+            "in 2 s (the next, in 4 s, is too late)"
+        );
+        let bursty = Pacer::new(1.0, 3);
+        assert_eq!(
+            bursty.slots_within("hook", within),
+            6,
+            "3 at once, then 1 a second"
+        );
+        bursty.hold("hook", Instant::now() + Duration::from_secs(10));
+        assert_eq!(bursty.slots_within("hook", within), 0, "held back by a 429");
     }
 
     #[test]

@@ -18,7 +18,6 @@ use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
-use aws_sdk_sns::types::PublishBatchRequestEntry;
 use aws_sdk_sqs::types::QueueAttributeName;
 use common::dns::{DnsMode, DnsServer};
 use common::esm::{EventSourceMapping, Invocation};
@@ -26,7 +25,7 @@ use common::flaky_aws::FlakyAws;
 use common::lambda::Lambda;
 use common::runtime::RuntimeApi;
 use common::slack::{Reply, SlackStandIn};
-use common::{Engine, Queues, drain, fresh_database, queues, service};
+use common::{Engine, Queues, drain, fresh_database, publish, queues, service};
 use futures::future::join_all;
 use opsrelay::redrive::queue::Queue;
 use tokio::time::Instant;
@@ -187,27 +186,16 @@ async fn no_event_is_lost_under_faults_and_a_redrive_delivers_the_rest() {
     ];
     // Publish: 5 % malformed (no id; `ref` lets the tally find them).
     let mut malformed = BTreeSet::new();
-    for chunk in (1..=n).collect::<Vec<_>>().chunks(10) {
-        let entries = chunk.iter().map(|&i| {
-            let message = if i % 20 == 0 {
-                malformed.insert(i);
-                format!(r#"{{"type":"order.created","ref":{i}}}"#)
-            } else {
-                format!(r#"{{"type":"order.created","id":"{i}"}}"#)
-            };
-            PublishBatchRequestEntry::builder()
-                .id(i.to_string())
-                .message(message)
-                .build()
-                .unwrap()
-        });
-        sns.publish_batch()
-            .topic_arn(&topic)
-            .set_publish_batch_request_entries(Some(entries.collect()))
-            .send()
-            .await
-            .unwrap();
-    }
+    let messages = (1..=n).map(|i| {
+        let message = if i % 20 == 0 {
+            malformed.insert(i);
+            format!(r#"{{"type":"order.created","ref":{i}}}"#)
+        } else {
+            format!(r#"{{"type":"order.created","id":"{i}"}}"#)
+        };
+        (i, message)
+    });
+    publish(&sns, &topic, messages.collect()).await;
 
     // Run under faults, WORKERS Lambda processes at once as the event source mapping scales out.
     let runs = Runs::default();

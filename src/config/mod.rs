@@ -67,6 +67,11 @@ pub struct Settings {
     /// `OPSRELAY_DELIVERED_MEMORY`: how many delivered (message, destination) pairs a warm process
     /// remembers, so a redelivered message is not posted twice.
     pub delivered_memory: usize,
+    /// `OPSRELAY_DIGESTS` (on/off): whether bursts are posted as digests at all.
+    pub digests: bool,
+    /// `OPSRELAY_DIGEST_WITHIN_MS`: how soon the pacer must be able to post a burst's events one
+    /// by one for them not to be digested (rules without `digest.min_events`).
+    pub digest_within: Duration,
     pub db: DbSettings,
     pub slack: SlackSettings,
     pub retry: RetryPolicy,
@@ -100,6 +105,8 @@ impl Settings {
             deadline_margin: ms("OPSRELAY_DEADLINE_MARGIN_MS", 2_000, 100, 60_000)?,
             replica_lag_grace: secs("OPSRELAY_REPLICA_LAG_GRACE_SECONDS", 120, 0, 86_400)?,
             delivered_memory: number("OPSRELAY_DELIVERED_MEMORY", 10_000, 0, 10_000_000)? as usize,
+            digests: switch("OPSRELAY_DIGESTS", get("OPSRELAY_DIGESTS"), true)?,
+            digest_within: ms("OPSRELAY_DIGEST_WITHIN_MS", 3_000, 0, 600_000)?,
             db: DbSettings {
                 max_connections: number("OPSRELAY_DB_MAX_CONNECTIONS", 2, 1, 100)? as u32,
                 acquire_timeout: ms("OPSRELAY_DB_CONNECT_TIMEOUT_MS", 3_000, 10, 60_000)?,

@@ -5,7 +5,7 @@
 use super::address::ResolverError;
 
 /// Why a lookup failed. The pipeline's `classify` decides what is retried.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum LookupError {
     #[error("the database is unavailable: {0}")]
     Unavailable(String),

@@ -13,8 +13,8 @@ use crate::human::Age;
 use crate::render::RenderError;
 use crate::slack::SlackError;
 
-/// Why one message could not be delivered.
-#[derive(Debug, thiserror::Error)]
+/// Why one message could not be delivered (cloned for each event of a digest that failed).
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum ProcessError {
     #[error("malformed event: {0}")]
     Event(#[from] EventError),

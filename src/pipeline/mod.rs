@@ -2,16 +2,20 @@
 //! dead-lettered with the reason. Records run concurrently up to a bound (FIFO groups one after the
 //! other, in order), a panic fails only its own record, and nothing runs past the deadline.
 //!
-//! Reading order: [`ordering`] groups a batch, [`record`] takes one record from start to outcome
-//! (with [`compose`](mod@compose) for its message, [`route`](mod@route) for where it goes, [`retry`] inside the invocation and [`failure`]'s one
-//! classification), [`budget`] is the invocation's time, [`delivered`] the memory that keeps a
+//! Reading order: [`ordering`] groups a FIFO batch, [`record`] takes one record from start to its
+//! posts and from them to its outcome (with [`compose`](mod@compose) for its message,
+//! [`route`](mod@route) for where it goes and [`failure`]'s one classification), [`digest`] makes
+//! the posts, alone or gathered into digests ([`retry`] inside the invocation, [`isolate`] around
+//! each piece of work), [`budget`] is the invocation's time, [`delivered`] the memory that keeps a
 //! redelivered message from being posted twice, [`outcome`] the answer for Lambda, and [`tally`]
 //! the batch's counts per rule (its log line, summaries and metrics).
 
 pub mod budget;
 pub mod compose;
 pub mod delivered;
+pub mod digest;
 pub mod failure;
+pub mod isolate;
 pub mod ordering;
 pub mod outcome;
 pub mod record;
@@ -39,6 +43,7 @@ use crate::slack::{Destination, SlackClient};
 use crate::sqs::QueueKind;
 use delivered::DeliveredMemory;
 use ordering::ordering_groups;
+use record::Prepared;
 
 /// Everything made once at start-up and borrowed by every event.
 pub struct Relay {
@@ -102,18 +107,10 @@ impl Relay {
     /// given. Whether the batch keeps order is decided once, from the queue its records came from.
     pub async fn run_batch(&self, records: &[SqsMessage], end: Instant) -> Vec<Processed> {
         let budget = Budget::new(end, self.settings.deadline_margin);
-        let queue = QueueKind::of_batch(records);
-        let mut results: Vec<Option<Processed>> = vec![None; records.len()];
-        let mut done = futures::stream::iter(ordering_groups(records, queue))
-            .map(|group| self.run_group(records, group, budget))
-            .buffer_unordered(self.settings.concurrency);
-        while let Some(group_results) = done.next().await {
-            for (index, processed) in group_results {
-                results[index] = Some(processed);
-            }
-        }
-        drop(done);
-        let results: Vec<Processed> = results.into_iter().flatten().collect();
+        let results = match QueueKind::of_batch(records) {
+            QueueKind::Standard => self.run_together(records, budget).await,
+            QueueKind::Fifo => self.run_in_order(records, budget).await,
+        };
         let tally = Tally::of(&results);
         tracing::info!(
             records = records.len(),
@@ -123,6 +120,39 @@ impl Relay {
             "Processed a batch."
         );
         results
+    }
+
+    /// A standard queue's batch: every record prepared (up to the concurrency bound), then their
+    /// posts made, alone or gathered into digests, then each record's outcome settled.
+    async fn run_together(&self, records: &[SqsMessage], budget: Budget) -> Vec<Processed> {
+        let concurrency = self.settings.concurrency;
+        let prepared: Vec<Prepared> = futures::stream::iter(records)
+            .map(|record| self.prepare(record, None, budget))
+            .buffered(concurrency)
+            .collect()
+            .await;
+        self.post_prepared(&prepared, budget).await;
+        futures::stream::iter(records.iter().zip(prepared))
+            .map(|(record, prepared)| self.finish(record, prepared, budget))
+            .buffered(concurrency)
+            .collect()
+            .await
+    }
+
+    /// A FIFO queue's batch: its groups at once, up to the concurrency bound, each group's records
+    /// one after the other (no digests: a digest would post a group's events out of their order).
+    async fn run_in_order(&self, records: &[SqsMessage], budget: Budget) -> Vec<Processed> {
+        let mut results: Vec<Option<Processed>> = vec![None; records.len()];
+        let mut done = futures::stream::iter(ordering_groups(records, QueueKind::Fifo))
+            .map(|group| self.run_group(records, group, budget))
+            .buffer_unordered(self.settings.concurrency);
+        while let Some(group_results) = done.next().await {
+            for (index, processed) in group_results {
+                results[index] = Some(processed);
+            }
+        }
+        drop(done);
+        results.into_iter().flatten().collect()
     }
 
     /// Runs one ordering group in order; after a record left for retry, the rest of a FIFO group is
@@ -136,9 +166,11 @@ impl Relay {
         let mut out = Vec::with_capacity(group.len());
         let mut blocked_by: Option<String> = None;
         for index in group {
-            let processed = self
-                .handle(&records[index], blocked_by.as_deref(), budget)
+            let record = &records[index];
+            let prepared = self.prepare(record, blocked_by.as_deref(), budget).await;
+            self.post_prepared(std::slice::from_ref(&prepared), budget)
                 .await;
+            let processed = self.finish(record, prepared, budget).await;
             if blocked_by.is_none() && matches!(processed.outcome, Outcome::Retry { .. }) {
                 blocked_by = Some(processed.message_id.clone());
             }

@@ -33,8 +33,10 @@ pub struct Processed {
 /// What one record's delivery did at Slack.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Activity {
-    /// Posts Slack took.
+    /// Posts Slack took (a digest's counted on its first event).
     pub posts: u32,
+    /// Digests Slack took that delivered it.
+    pub digests: u32,
     /// Posts Slack answered 429.
     pub rate_limited: u32,
     /// The event's age (from `occurred_at`, else its publication) when each post was taken.

@@ -1,39 +1,68 @@
 //! One record from start to outcome, in its own span (so every line carries `message_id`,
-//! `receive_count` and `event_type`): parsed, looked up, rendered and posted to each destination not
-//! yet served, a panic or the deadline failing only this record; then the one decision of what a
-//! failure becomes: DLQ (permanent, or transient on the last allowed receive) or retry.
+//! `receive_count` and `event_type`), in two halves around its posts ([`super::digest`]):
+//! [`prepare`](Relay::prepare) parses, looks up, renders and routes it, a panic or the deadline
+//! failing only this record; [`finish`](Relay::finish) makes the one decision of what a failure
+//! becomes: DLQ (permanent, or transient on the last allowed receive) or retry.
 
-use std::borrow::Cow;
-use std::panic::AssertUnwindSafe;
 use std::sync::Mutex;
 
 use aws_lambda_events::sqs::SqsMessage;
-use futures::FutureExt;
 use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::Relay;
 use super::budget::Budget;
-use super::compose::{compose, route_context};
+use super::compose::{Composed, compose, route_context};
 use super::failure::{ProcessError, classify};
+use super::isolate::isolate;
 use super::outcome::{Activity, Outcome, Processed};
-use super::retry::retry;
 use super::route::{Post, Routed, route};
 use crate::deadletter::{FailureClass, FailureRecord};
 use crate::event::{self, OpsEvent};
-use crate::lock::{into_inner, lock};
-use crate::slack::SlackError;
+use crate::lock::into_inner;
 use crate::sqs::Delivery;
 
+/// A record taken as far as its posts.
+pub(super) struct Prepared<'r> {
+    pub(super) delivery: Delivery,
+    /// Its span, entered again for its posts and its outcome.
+    pub(super) span: tracing::Span,
+    event_type: Option<String>,
+    rule: Option<String>,
+    started: Instant,
+    pub(super) stage: Stage<'r>,
+    /// What its posts did at Slack.
+    pub(super) activity: Mutex<Activity>,
+    /// The first of its posts that failed.
+    pub(super) failure: Mutex<Option<ProcessError>>,
+}
+
+/// Where a prepared record stands.
+pub(super) enum Stage<'r> {
+    /// Looked up and rendered; these posts remain.
+    Ready(Ready<'r>),
+    /// Acknowledged without posting, by this `drop` route.
+    Dropped(String),
+    /// Failed before any post.
+    Failed(ProcessError),
+}
+
+/// A record ready to post: its event, its rule's row and message, and where its routes send it.
+pub(super) struct Ready<'r> {
+    pub(super) event: OpsEvent,
+    pub(super) composed: Composed<'r>,
+    pub(super) posts: Vec<Post<'r>>,
+}
+
 impl Relay {
-    /// One record from start to outcome. `blocked_by`: an earlier record of its FIFO group that is
-    /// left for retry, so this one is left too (order is kept). Never panics, never returns early.
-    pub(super) async fn handle(
+    /// Parses, looks up, renders and routes `record`. `blocked_by`: an earlier record of its FIFO
+    /// group that is left for retry, so this one is left too (order is kept). Never panics.
+    pub(super) async fn prepare(
         &self,
         record: &SqsMessage,
         blocked_by: Option<&str>,
         budget: Budget,
-    ) -> Processed {
+    ) -> Prepared<'_> {
         let delivery = Delivery::of(record);
         let span = tracing::info_span!(
             "message",
@@ -41,51 +70,99 @@ impl Relay {
             receive_count = delivery.receive_count,
             event_type = tracing::field::Empty,
         );
-        async {
-            let started = Instant::now();
-            let parsed = event::parse(record);
-            let event_type = parsed.as_ref().ok().map(|e| e.kind.as_str().to_string());
-            if let Some(kind) = &event_type {
-                tracing::Span::current().record("event_type", kind.as_str());
+        let started = Instant::now();
+        let parsed = event::parse(record);
+        let event_type = parsed.as_ref().ok().map(|e| e.kind.as_str().to_string());
+        if let Some(kind) = &event_type {
+            span.record("event_type", kind.as_str());
+        }
+        let rule = event_type
+            .as_deref()
+            .and_then(|kind| self.rules.get(kind))
+            .map(|rule| rule.name.clone());
+        let stage = match (blocked_by, parsed) {
+            (Some(earlier), _) => Stage::Failed(ProcessError::FifoBlocked {
+                earlier: earlier.to_string(),
+            }),
+            (None, Err(error)) => Stage::Failed(error.into()),
+            (None, Ok(event)) => {
+                let work = self.ready(event, budget);
+                isolate(budget.work_deadline(), work)
+                    .instrument(span.clone())
+                    .await
+                    .unwrap_or_else(Stage::Failed)
             }
-            let rule = event_type
-                .as_deref()
-                .and_then(|kind| self.rules.get(kind))
-                .map(|rule| rule.name.clone());
-            let activity = Mutex::new(Activity::default());
-            let result = match blocked_by {
-                Some(earlier) => Err(ProcessError::FifoBlocked {
-                    earlier: earlier.to_string(),
+        };
+        Prepared {
+            delivery,
+            span,
+            event_type,
+            rule,
+            started,
+            stage,
+            activity: Mutex::new(Activity::default()),
+            failure: Mutex::new(None),
+        }
+    }
+
+    /// Looks the event's record up, renders its message and asks its routes where it goes.
+    async fn ready(&self, event: OpsEvent, budget: Budget) -> Result<Stage<'_>, ProcessError> {
+        let deadline = budget.work_deadline();
+        let database = self.database.as_ref();
+        let composed = compose(&self.rules, database, &self.settings, &event, deadline).await?;
+        let context = route_context(&event, &composed.row);
+        Ok(
+            match route(composed.rule, &self.rules.templates, &context)? {
+                Routed::Dropped(place) => Stage::Dropped(place.to_string()),
+                Routed::Post(posts) => Stage::Ready(Ready {
+                    event,
+                    composed,
+                    posts,
                 }),
-                None => {
-                    let work = async { self.deliver(&parsed?, &delivery, budget, &activity).await };
-                    isolate(budget.work_deadline(), work).await
-                }
-            };
+            },
+        )
+    }
+
+    /// The record's outcome, once its posts are done: delivered, dropped, or its failure settled.
+    pub(super) async fn finish(
+        &self,
+        record: &SqsMessage,
+        prepared: Prepared<'_>,
+        budget: Budget,
+    ) -> Processed {
+        let activity = into_inner(prepared.activity);
+        let result = match prepared.stage {
+            Stage::Ready(_) => into_inner(prepared.failure).map_or(Ok(None), Err),
+            Stage::Dropped(route) => Ok(Some(route)),
+            Stage::Failed(error) => Err(error),
+        };
+        let (delivery, started) = (prepared.delivery, prepared.started);
+        let outcome = async {
             let elapsed_ms = started.elapsed().as_millis() as u64;
-            let outcome = match result {
-                Ok(Done::Posted) => {
-                    tracing::info!(elapsed_ms, "Delivered the message.");
+            match result {
+                Ok(None) => {
+                    let digests = activity.digests;
+                    tracing::info!(elapsed_ms, digests, "Delivered the message.");
                     Outcome::Delivered
                 }
-                Ok(Done::Dropped(route)) => {
+                Ok(Some(route)) => {
                     tracing::info!(elapsed_ms, route = %route, "Dropped the message by its route (drop = true).");
                     Outcome::Dropped { route }
                 }
                 Err(error) => {
-                    self.settle(record, &delivery, event_type, error, budget)
+                    self.settle(record, &delivery, prepared.event_type, error, budget)
                         .await
                 }
-            };
-            Processed {
-                message_id: delivery.message_id.clone(),
-                outcome,
-                rule,
-                activity: into_inner(activity),
             }
         }
-        .instrument(span)
-        .await
+        .instrument(prepared.span)
+        .await;
+        Processed {
+            message_id: delivery.message_id,
+            outcome,
+            rule: prepared.rule,
+            activity,
+        }
     }
 
     /// Decides what a failure becomes: DLQ (permanent, or transient on the last receive) or retry.
@@ -163,120 +240,5 @@ impl Relay {
                 }
             }
         }
-    }
-
-    /// Looks the record up, renders the message and posts it to every destination not yet served;
-    /// what Slack took and refused goes into `activity`.
-    async fn deliver(
-        &self,
-        event: &OpsEvent,
-        delivery: &Delivery,
-        budget: Budget,
-        activity: &Mutex<Activity>,
-    ) -> Result<Done, ProcessError> {
-        let deadline = budget.work_deadline();
-        let database = self.database.as_ref();
-        let composed = compose(&self.rules, database, &self.settings, event, deadline).await?;
-        let context = route_context(event, &composed.row);
-        let sends = match route(composed.rule, &self.rules.templates, &context)? {
-            Routed::Dropped(place) => return Ok(Done::Dropped(place.to_string())),
-            Routed::Post(sends) => sends,
-        };
-        for Post {
-            destination: name,
-            mention,
-        } in sends
-        {
-            if self.delivered.contains(&delivery.message_id, name) {
-                tracing::info!(destination = %name, "Skipped a destination already served for this message.");
-                continue;
-            }
-            // Relay::new made sure that every destination a rule names has a webhook.
-            let destination = &self.destinations[name];
-            let message = match mention {
-                Some(mention) => Cow::Owned(composed.message.with_mention(mention)),
-                None => Cow::Borrowed(&composed.message),
-            };
-            retry(&self.settings.retry, deadline, "the Slack post", || async {
-                let posted = self.slack.post(destination, &message, deadline).await;
-                if let Err(SlackError::RateLimited { .. }) = posted {
-                    lock(activity).rate_limited += 1;
-                }
-                posted.map_err(|source| ProcessError::Slack {
-                    destination: name.to_string(),
-                    source,
-                })
-            })
-            .await?;
-            let age = (chrono::Utc::now() - event.occurred_at)
-                .to_std()
-                .unwrap_or_default();
-            let mut activity = lock(activity);
-            activity.posts += 1;
-            activity.ages_at_post.push(age);
-            drop(activity);
-            self.delivered.insert(&delivery.message_id, name);
-        }
-        Ok(Done::Posted)
-    }
-}
-
-/// How a record's work ended well.
-enum Done {
-    /// Posted to every destination its routes chose.
-    Posted,
-    /// Acknowledged without posting, by this `drop` route.
-    Dropped(String),
-}
-
-/// Runs one record's work so that a panic or the deadline fails only that record.
-async fn isolate<T>(
-    deadline: Instant,
-    work: impl std::future::Future<Output = Result<T, ProcessError>>,
-) -> Result<T, ProcessError> {
-    match AssertUnwindSafe(tokio::time::timeout_at(deadline, work))
-        .catch_unwind()
-        .await
-    {
-        Ok(Ok(result)) => result,
-        Ok(Err(_elapsed)) => Err(ProcessError::Deadline),
-        Err(panic) => Err(ProcessError::Panicked(panic_text(&*panic))),
-    }
-}
-
-fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic without a message".into())
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use super::*;
-
-    #[tokio::test]
-    async fn a_panic_becomes_this_records_failure() {
-        let result: Result<(), _> = isolate(Instant::now() + Duration::from_secs(5), async {
-            panic!("boom in a template helper")
-        })
-        .await;
-        match result {
-            Err(ProcessError::Panicked(text)) => assert_eq!(text, "boom in a template helper"),
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn work_past_the_deadline_is_cut() {
-        let result = isolate(Instant::now() + Duration::from_secs(1), async {
-            tokio::time::sleep(Duration::from_secs(60)).await;
-            Ok(())
-        })
-        .await;
-        assert!(matches!(result, Err(ProcessError::Deadline)));
     }
 }

@@ -1,5 +1,5 @@
 //! What a batch did, counted per rule: the batch's log line, the worker's and the local run's
-//! summaries, and on Lambda the batch's metrics ([`crate::metrics`]: delivered, dropped, retried,
+//! summaries, and on Lambda the batch's metrics ([`crate::metrics`]: delivered, digested, dropped, retried,
 //! dead-lettered by code, posts, Slack's 429s, and the events' ages when posted).
 
 use std::collections::BTreeMap;
@@ -19,6 +19,8 @@ pub const NO_RULE: &str = "(none)";
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RuleTally {
     pub delivered: u64,
+    /// Of those, delivered inside a digest.
+    pub digested: u64,
     /// Acknowledged without posting, by a `drop` route.
     pub dropped: u64,
     pub retried: u64,
@@ -52,6 +54,7 @@ impl Tally {
                 Outcome::Delivered => {
                     tally.delivered += 1;
                     counts.delivered += 1;
+                    counts.digested += u64::from(result.activity.digests > 0);
                 }
                 Outcome::Dropped { .. } => {
                     tally.dropped += 1;
@@ -90,6 +93,7 @@ impl Tally {
         for (rule, theirs) in &other.rules {
             let ours = self.rules.entry(rule.clone()).or_default();
             ours.delivered += theirs.delivered;
+            ours.digested += theirs.digested;
             ours.dropped += theirs.dropped;
             ours.retried += theirs.retried;
             for (code, n) in &theirs.dead_lettered {
@@ -113,6 +117,7 @@ impl Tally {
                 .dimension("Rule", rule)
                 .rollup()
                 .value("Delivered", Unit::Count, counts.delivered)
+                .value("Digested", Unit::Count, counts.digested)
                 .value("Dropped", Unit::Count, counts.dropped)
                 .value("Retried", Unit::Count, counts.retried)
                 .value("DeadLettered", Unit::Count, dead_lettered)
@@ -163,8 +168,8 @@ impl Tally {
                 String::new()
             };
             out.push_str(&format!(
-                "  {rule}: {} delivered, {} dropped, {} retried, {dead_lettered} dead-lettered{codes}; posts: {}, 429s: {}{oldest}\n",
-                c.delivered, c.dropped, c.retried, c.posts, c.rate_limited,
+                "  {rule}: {} delivered ({} in digests), {} dropped, {} retried, {dead_lettered} dead-lettered{codes}; posts: {}, 429s: {}{oldest}\n",
+                c.delivered, c.digested, c.dropped, c.retried, c.posts, c.rate_limited,
             ));
         }
         out
@@ -185,6 +190,7 @@ mod tests {
             rule: Some(rule.into()),
             activity: Activity {
                 posts: ages as u32,
+                digests: 0,
                 rate_limited: 0,
                 ages_at_post: vec![Duration::from_millis(5); ages],
             },

@@ -21,10 +21,16 @@
 //! destinations = ["OPSRELAY_SLACK_WEBHOOK_URL_SALES"]
 //! mention = "<!here>"
 //! continue = true                                  # also try the routes after it
+//!
+//! [rules."order.created".digest]                   # a burst to one destination: one message
+//! list = 10                                        # events listed; the rest are counted
+//! text = "{{ count }} orders: {% for e in events %}{{ e.id }} {% endfor %}"
 //! ```
 
+mod digest;
 mod route;
 
+pub use digest::Digest;
 pub use route::Route;
 
 use std::collections::{BTreeMap, HashMap};
@@ -62,6 +68,8 @@ pub struct Rule {
     pub template: MessageTemplate,
     /// Where events go by their record, in order ([`route`]).
     pub routes: Vec<Route>,
+    /// How a burst of its events to one destination becomes one message ([`digest`]).
+    pub digest: Digest,
 }
 
 impl Rule {
@@ -130,6 +138,7 @@ struct RuleSpec {
     blocks: Vec<BlockSpec>,
     #[serde(default)]
     routes: Vec<route::RouteSpec>,
+    digest: Option<digest::DigestSpec>,
 }
 
 #[derive(Deserialize)]
@@ -259,8 +268,9 @@ impl Checker<'_> {
             .unwrap_or_else(|| default_destinations.to_vec());
         check_destinations(&destinations)
             .map_err(|(problem, fix)| self.fail(place(&name, "destinations"), problem, fix))?;
-        let template = self.template(&name, spec.text, spec.blocks)?;
+        let template = self.template(&format!("rules.\"{name}\""), spec.text, spec.blocks)?;
         let routes = self.routes(&name, spec.routes, &destinations)?;
+        let digest = self.digest(&name, spec.digest)?;
         let names = || template.names().chain(routes.iter().map(|r| &r.when));
         if query.is_none()
             && let Some((key, names)) = self
@@ -286,6 +296,7 @@ impl Checker<'_> {
             destinations,
             template,
             routes,
+            digest,
         })
     }
 
@@ -306,24 +317,25 @@ impl Checker<'_> {
         }
     }
 
-    /// The message template of the rule `name`: its text and its blocks, checked and compiled.
+    /// The message template at `at` (a rule's table, or its digest's): its text and its blocks,
+    /// checked and compiled.
     fn template(
         &mut self,
-        name: &str,
+        at: &str,
         text: String,
         blocks: Vec<BlockSpec>,
     ) -> Result<MessageTemplate, RulesError> {
         if text.trim().is_empty() {
             return Err(self.fail(
-                place(name, "text"),
+                format!("{at}.text"),
                 "the notification text is empty".into(),
                 "write the text shown in notifications, e.g. \"Order {{ id }} created\"",
             ));
         }
-        let text = self.compile(place(name, "text"), text)?;
+        let text = self.compile(format!("{at}.text"), text)?;
         if blocks.len() > limits::BLOCKS {
             return Err(self.fail(
-                place(name, "blocks"),
+                format!("{at}.blocks"),
                 format!("{} blocks; Slack allows {}", blocks.len(), limits::BLOCKS),
                 "merge or remove blocks",
             ));
@@ -331,7 +343,7 @@ impl Checker<'_> {
         let blocks = blocks
             .into_iter()
             .enumerate()
-            .map(|(i, block)| self.block(place(name, &format!("blocks[{i}]")), block))
+            .map(|(i, block)| self.block(format!("{at}.blocks[{i}]"), block))
             .collect::<Result<_, _>>()?;
         Ok(MessageTemplate { text, blocks })
     }

@@ -51,7 +51,7 @@ pub struct Destination {
 }
 
 /// What went wrong with one attempt. The pipeline's `classify` decides what is retried.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum SlackError {
     #[error("Slack answered 429 (rate limited){}", match .retry_after { Some(d) => format!(", retry after {}", crate::human::Age(*d)), None => String::new() })]
     RateLimited { retry_after: Option<Duration> },
@@ -138,6 +138,15 @@ impl SlackClient {
             "reachable {over}, answered {} (nothing posted)",
             answer.status().as_u16()
         ))
+    }
+
+    /// How many posts `destination` can take within `within` at its pace (any number when it
+    /// prints).
+    pub fn slots_within(&self, destination: &Destination, within: Duration) -> usize {
+        match &destination.target {
+            Target::Print => usize::MAX,
+            Target::Webhook(url) => self.pacer.slots_within(url.expose(), within),
+        }
     }
 
     /// One attempt to post `message` to `destination`, finished before `deadline`.

@@ -10,6 +10,7 @@ mod common;
 mod cli;
 mod database_address;
 mod databases;
+mod digests;
 mod dlq_cli;
 mod dlq_moto;
 mod dlq_recorded;

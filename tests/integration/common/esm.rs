@@ -27,6 +27,10 @@ pub struct EventSourceMapping {
     pub queue_url: String,
     pub queue_arn: String,
     pub api: RuntimeApi,
+    /// `BatchSize`: most records per invocation.
+    pub batch_size: usize,
+    /// `MaximumBatchingWindowInSeconds`: how long after its first record a batch may wait to fill.
+    pub window: Duration,
 }
 
 impl EventSourceMapping {
@@ -41,6 +45,50 @@ impl EventSourceMapping {
             queue_url,
             queue_arn,
             api,
+            batch_size: 10,
+            window: Duration::ZERO,
+        }
+    }
+
+    /// With Lambda's batching: up to `batch_size` records, gathered for up to `window`.
+    pub fn batching(mut self, batch_size: usize, window: Duration) -> Self {
+        self.batch_size = batch_size;
+        self.window = window;
+        self
+    }
+
+    /// One batch as Lambda's poller gathers it: a long poll for the first records, then more until
+    /// the batch is full or the window has passed since the first came.
+    async fn receive_batch(&self) -> Vec<Message> {
+        let mut messages: Vec<Message> = Vec::new();
+        let mut until = None;
+        loop {
+            let wait = if messages.is_empty() { 1 } else { 0 };
+            let want = (self.batch_size - messages.len()).min(10) as i32;
+            let received = self
+                .client
+                .receive_message()
+                .queue_url(&self.queue_url)
+                .max_number_of_messages(want)
+                .wait_time_seconds(wait)
+                .message_system_attribute_names(MessageSystemAttributeName::All)
+                .message_attribute_names("All")
+                .send()
+                .await
+                .expect("receive from moto");
+            let got = received.messages.unwrap_or_default();
+            if messages.is_empty() && got.is_empty() {
+                return messages;
+            }
+            let until = *until.get_or_insert_with(|| tokio::time::Instant::now() + self.window);
+            let none_came = got.is_empty();
+            messages.extend(got);
+            if messages.len() >= self.batch_size || tokio::time::Instant::now() >= until {
+                return messages;
+            }
+            if none_came {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
     }
 
@@ -51,18 +99,7 @@ impl EventSourceMapping {
         timeout: Duration,
         before_answer: impl AsyncFnOnce(),
     ) -> Invocation {
-        let received = self
-            .client
-            .receive_message()
-            .queue_url(&self.queue_url)
-            .max_number_of_messages(10)
-            .wait_time_seconds(1)
-            .message_system_attribute_names(MessageSystemAttributeName::All)
-            .message_attribute_names("All")
-            .send()
-            .await
-            .expect("receive from moto");
-        let messages = received.messages.unwrap_or_default();
+        let messages = self.receive_batch().await;
         if messages.is_empty() {
             return Invocation::Empty;
         }

@@ -225,6 +225,25 @@ impl Queues {
     }
 }
 
+/// Publishes each `(id, message)` to `topic`, ten to a call.
+pub async fn publish(sns: &aws_sdk_sns::Client, topic: &str, messages: Vec<(u64, String)>) {
+    for chunk in messages.chunks(10) {
+        let entries = chunk.iter().map(|(id, message)| {
+            aws_sdk_sns::types::PublishBatchRequestEntry::builder()
+                .id(id.to_string())
+                .message(message)
+                .build()
+                .unwrap()
+        });
+        sns.publish_batch()
+            .topic_arn(topic)
+            .set_publish_batch_request_entries(Some(entries.collect()))
+            .send()
+            .await
+            .unwrap();
+    }
+}
+
 pub async fn queue_arn(client: &aws_sdk_sqs::Client, url: &str) -> String {
     client
         .get_queue_attributes()

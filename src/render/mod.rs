@@ -7,6 +7,10 @@
 //! as nothing, booleans as `true` and `false`. Text is kept inside Slack's limits by cutting it with an ellipsis, never in the middle
 //! of an escape or a `<…>` mention or link.
 
+mod digest;
+
+pub use digest::DigestEntry;
+
 use minijinja::{Environment, UndefinedBehavior, Value};
 use serde_json::{Value as Json, json};
 
@@ -28,7 +32,7 @@ pub mod limits {
 const ELLIPSIS: char = '…';
 
 /// Why a message could not be rendered. Permanent: the same record renders the same way.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 #[error(
     "template {template} failed: {message}; fix the template in the rules file and run `opsrelay render`"
 )]
