@@ -312,6 +312,7 @@ def check_environment():
         "OPSRELAY_CONCURRENCY": "4",
         "OPSRELAY_LOG": "info",
         "OPSRELAY_LOG_FORMAT": "json",
+        "OPSRELAY_DIGESTS": "on",
     }
     for key, value in expected.items():
         assert env.get(key) == value, f"{key} = {env.get(key)!r}, expected {value!r}"
@@ -340,9 +341,10 @@ def check_event_source_mapping():
     assert esm["EventSourceArn"] == {"Fn::GetAtt": ["EventsQueue", "Arn"]}
     assert esm["FunctionName"] == {"Ref": "OpsrelayFunction"}
     assert esm["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
-    assert esm["BatchSize"] == {"Ref": "BatchSize"} and params["BatchSize"]["Default"] == 10
+    assert esm["BatchSize"] == {"Ref": "BatchSize"} and params["BatchSize"]["Default"] == 100
     assert esm["MaximumBatchingWindowInSeconds"] == {"Ref": "MaximumBatchingWindowInSeconds"}
-    assert params["MaximumBatchingWindowInSeconds"]["Default"] == 0
+    assert params["MaximumBatchingWindowInSeconds"]["Default"] == 2
+    assert params["Digests"]["Default"] == "on"
     assert esm["ScalingConfig"] == {"MaximumConcurrency": {"Ref": "MaximumConcurrency"}}
     assert params["MaximumConcurrency"]["Default"] == 2 and min(params["MaximumConcurrency"]["AllowedValues"]) == 2
 
@@ -781,7 +783,7 @@ def run_moto_checks(check):
             text = json.dumps(body)
             for name in (s.attrs["DeadLetterQueue"]["QueueName"], s.attrs["EventsQueue"]["QueueName"], s.params["FunctionName"]):
                 assert name in text, f"dashboard does not show {name}"
-            for metric in ("Delivered", "Dropped", "Retried", "DeadLettered", "EventAge", "Posts", "SlackRateLimited"):
+            for metric in ("Delivered", "Digested", "Dropped", "Retried", "DeadLettered", "EventAge", "Posts", "SlackRateLimited"):
                 assert f'["opsrelay", "{metric}"' in text, f"dashboard does not show opsrelay's {metric}"
 
         def delivery():

@@ -240,6 +240,48 @@ fn render_takes_the_record_from_a_row_file() {
 }
 
 #[test]
+fn render_of_an_sqs_event_with_several_records_previews_the_digest_they_make() {
+    let dir = tempfile::tempdir().unwrap();
+    let record = |id: &str, body: &str| serde_json::json!({"messageId": id, "body": body, "eventSource": "aws:sqs"});
+    let records: Vec<serde_json::Value> = (1..=3)
+        .map(|i| {
+            record(
+                &format!("m{i}"),
+                &format!(r#"{{"type": "user.signed_up", "id": "{i}"}}"#),
+            )
+        })
+        .chain([record("m4", r#"{"type": "order.created", "id": "9"}"#)])
+        .collect();
+    let event = serde_json::json!({ "Records": records });
+    std::fs::write(dir.path().join("burst.json"), event.to_string()).unwrap();
+    std::fs::write(
+        dir.path().join("row.json"),
+        r#"{"name": "Ada", "plan": "pro", "referrer": null, "customer": "Bob", "total": "1.00", "currency": "EUR", "status": "paid", "placed_at": null, "email": "b@example.com", "notes": null}"#,
+    )
+    .unwrap();
+    let out = opsrelay(
+        &["render", "--event", "burst.json", "--row", "row.json"],
+        &[],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let messages: Vec<serde_json::Value> = serde_json::Deserializer::from_slice(&out.stdout)
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(messages.len(), 2, "a digest, and the lone order");
+    assert_eq!(messages[0]["text"], "3 × user.signed_up");
+    let listed = messages[0]["blocks"][1]["text"]["text"].as_str().unwrap();
+    assert_eq!(listed.matches("• ").count(), 3, "{listed}");
+    let said = text(&out.stderr);
+    assert!(
+        said.contains("a digest of 3 user.signed_up events"),
+        "{said}"
+    );
+    assert_eq!(said.matches("block-kit-builder").count(), 2, "{said}");
+}
+
+#[test]
 fn render_explains_a_malformed_event() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
