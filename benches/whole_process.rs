@@ -2,12 +2,15 @@
 //! init time (process start to the first `next` request) beside a `lambda_runtime` hello world and a
 //! Python handler; throughput and CPU per event through the whole pipeline (parse, PostgreSQL
 //! lookup, render, post to a sink that answers at once); peak memory of the real binary over a batch
-//! of 10 and of 10,000; pacing against a Slack-like bucket; and the deployment sizes.
+//! of 10 and of 10,000; pacing against a Slack-like bucket; a burst of 1,000 events with digests on
+//! and off ([`burst`]); and the deployment sizes.
 //!
 //! Run by `bash benches/perf.sh`, which builds the binaries, starts the test services and passes the
 //! paths in `OPSRELAY_PERF_*`.
 
 // The tests' stand-ins and relay builder.
+#[path = "whole_process/burst.rs"]
+mod burst;
 #[path = "../tests/integration/common/mod.rs"]
 mod common;
 
@@ -406,12 +409,13 @@ struct Memory {
 
 /// Runs the real binary through a batch of 10, then one of 10,000, reading its peak RSS after each.
 /// The pacer's ceiling (1,000 posts a second) sets the pace of the big batch, not the memory.
-async fn memory(setup: &Setup) -> Memory {
+async fn memory(setup: &Setup, digests: &str) -> Memory {
     let sink = Sink::start(None);
     let api = RuntimeApi::start().await;
     let mut env = setup.lambda_env(&api, &sink.url);
     env.push(("OPSRELAY_SLACK_RATE_PER_SECOND", "1000".into()));
     env.push(("OPSRELAY_SLACK_BURST", "1000".into()));
+    env.push(("OPSRELAY_DIGESTS", digests.into()));
     let mut child = setup.spawn(std::slice::from_ref(&setup.bootstrap), &env);
     let pid = child.id().unwrap();
     wait_for(Duration::from_secs(30), || {
@@ -461,6 +465,8 @@ async fn pacing(setup: &Setup) -> Pacing {
     let mut env = setup.lambda_env(&api, &sink.url);
     env.push(("OPSRELAY_SLACK_RATE_PER_SECOND", PACE_RATE.to_string()));
     env.push(("OPSRELAY_SLACK_BURST", PACE_BURST.to_string()));
+    // The pacer's own figure: with digests, the burst would be one post.
+    env.push(("OPSRELAY_DIGESTS", "off".into()));
     let mut child = setup.spawn(std::slice::from_ref(&setup.bootstrap), &env);
     api.invoke(
         "pace",
@@ -483,6 +489,60 @@ async fn pacing(setup: &Setup) -> Pacing {
         window,
         rate_used: steady / PACE_RATE,
     }
+}
+
+/// The burst rows: digests on against the same binary with them off, and a lone event's latency.
+fn burst_rows(on: &burst::BurstRun, off: &burst::BurstRun, lone: &[Duration]) {
+    let events = burst::EVENTS as usize;
+    let last = on.visible.values().max().copied().unwrap_or(Duration::MAX);
+    let within = |run: &burst::BurstRun| run.visible.values().filter(|d| d.as_secs() < 60).count();
+    let secs = |d: Duration| format!("{:.1} s", d.as_secs_f64());
+    println!(
+        "| burst of {events} to one webhook (template defaults, Slack 1 post/s): events visible within 60 s of their publish, digests on | {} (the last after {}) | all {events} | {} |",
+        within(on),
+        secs(last),
+        verdict(within(on) == events)
+    );
+    println!(
+        "| burst: posts, digests on | {} | ≤ 30 | {} |",
+        on.posts,
+        verdict(on.posts <= 30)
+    );
+    println!(
+        "| burst: 429s and other faults / dead-lettered, digests on | {} / {} | 0 / 0 | {} |",
+        on.limited,
+        on.dead_lettered,
+        verdict(on.limited == 0 && on.dead_lettered == 0)
+    );
+    // Off, the burst needs about 1,000 s: it is watched for the first minute, and its billing per
+    // event delivered then stands for the rest.
+    let per_event = off.billed.as_secs_f64() / off.visible.len().max(1) as f64;
+    let off_total = per_event * events as f64;
+    let ratio = off_total / on.billed.as_secs_f64();
+    println!(
+        "| burst: invocation time (what Lambda bills), digests on | {} over {} invocations | | |",
+        secs(on.billed),
+        on.invocations
+    );
+    println!(
+        "| burst: invocation time, digests off: {} over {} invocations for the {} events delivered in the first {} s ({} within 60 s, {} posts, {} faults), {per_event:.2} s an event, for {events} | {off_total:.0} s | on ≥ 20× lower ({ratio:.0}×) | {} |",
+        secs(off.billed),
+        off.invocations,
+        off.visible.len(),
+        burst::OFF_WATCH.as_secs(),
+        within(off),
+        off.posts,
+        off.limited,
+        verdict(ratio >= 20.0)
+    );
+    let worst = lone.iter().max().copied().unwrap_or(Duration::MAX);
+    println!(
+        "| lone event, publish to post (median / worst of {}) | {} / {} | ≤ 3 s | {} |",
+        lone.len(),
+        secs(median(lone.to_vec())),
+        secs(worst),
+        verdict(worst <= Duration::from_secs(3) && !lone.is_empty())
+    );
 }
 
 fn median(mut samples: Vec<Duration>) -> Duration {
@@ -551,8 +611,11 @@ async fn main() {
 
     let default_run = throughput(&setup, 4, 2).await;
     let tuned_run = throughput(&setup, 16, 4).await;
-    let memory = memory(&setup).await;
+    let digest_memory = memory(&setup, "on").await;
+    let memory = memory(&setup, "off").await;
     let pacing = pacing(&setup).await;
+    let (on, lone) = burst::burst(&setup, true, Duration::from_secs(120)).await;
+    let (off, _) = burst::burst(&setup, false, burst::OFF_WATCH).await;
     let bootstrap_size = std::fs::metadata(&setup.bootstrap).unwrap().len();
     let zip_size = std::fs::metadata(env("OPSRELAY_PERF_ZIP")).unwrap().len();
     let hello_size = std::fs::metadata(&setup.hello).unwrap().len();
@@ -603,9 +666,14 @@ async fn main() {
         mb(memory.batch_small)
     );
     println!(
-        "| peak RSS, batch of {BIG_BATCH} | {} | ≤ 40 MB | {} |",
+        "| peak RSS, batch of {BIG_BATCH}, each event posted (OPSRELAY_DIGESTS=off) | {} | ≤ 40 MB | {} |",
         mb(memory.batch_big),
         verdict(memory.batch_big <= 40_000_000)
+    );
+    println!(
+        "| peak RSS, batch of {BIG_BATCH} as one digest | {} | ≤ 40 MB | {} |",
+        mb(digest_memory.batch_big),
+        verdict(digest_memory.batch_big <= 40_000_000)
     );
     println!(
         "| pacing: {PACE_EVENTS} events, bucket {PACE_RATE}/s (capacity {PACE_BUCKET}), opsrelay burst {PACE_BURST}: 429s | {} | 0 | {} |",
@@ -619,6 +687,7 @@ async fn main() {
         pacing.rate_used * 100.0,
         verdict(pacing.rate_used >= 0.95)
     );
+    burst_rows(&on, &off, &lone);
     println!(
         "| size, stripped bootstrap | {} | ≤ 15 MB | {} |",
         mb(bootstrap_size),

@@ -5,7 +5,10 @@
 //! permanent error), invocations cut by a short deadline and processes killed mid-batch.
 //! Every event is then accounted for: delivered to Slack, or in the DLQ with a reason; lost must be 0.
 //! Then the faults stop, the DLQ is redriven with `opsrelay dlq redrive`, and every event that was not
-//! malformed must be delivered.
+//! malformed must be delivered. Last, a burst phase: N/2 more events at once, under the Slack faults
+//! and the cut and killed invocations again, with the webhook paced at Slack's 1 post/s so that the
+//! batches become digests; every one of those events must be in exactly the posts that delivered it
+//! (alone, or listed in a digest that lists all it holds), or in the DLQ with its reason.
 //!
 //! CI runs N = 500. For the large run: `OPSRELAY_NO_LOSS_EVENTS=10000 bash tests/run.sh --test no_loss -- --nocapture`.
 
@@ -40,6 +43,8 @@ const RULES: &str = r#"
 query = "SELECT id, customer FROM orders WHERE id = $1"
 id_type = "integer"
 text = "Order {{ id }} for {{ customer }}"
+[rules."order.created".digest]
+list = 100
 "#;
 
 /// What became of every event.
@@ -65,10 +70,11 @@ fn event_number(body: &str) -> Option<u64> {
 async fn tally(slack: &SlackStandIn, client: &aws_sdk_sqs::Client, dlq: &str) -> Tally {
     let mut tally = Tally::default();
     for message in slack.delivered() {
-        let id = posted_event(&message).expect("Order {id} for …");
         tally.posts += 1;
-        if !tally.delivered.insert(id) {
-            tally.duplicates.push(id);
+        for id in posted_events(&message).1 {
+            if !tally.delivered.insert(id) {
+                tally.duplicates.push(id);
+            }
         }
     }
     let dead = drain(client, dlq).await;
@@ -151,7 +157,7 @@ async fn no_event_is_lost_under_faults_and_a_redrive_delivers_the_rest() {
     let url = fresh_database(Engine::Postgres).await;
     let pool = sqlx::PgPool::connect(&url).await.unwrap();
     sqlx::query("INSERT INTO orders (id, customer, total, paid, quantity) SELECT g, 'Customer ' || g, 1.00, TRUE, 1 FROM generate_series(1, $1) g ON CONFLICT DO NOTHING")
-        .bind(n as i64)
+        .bind((n + n / 2) as i64)
         .execute(&pool)
         .await
         .unwrap();
@@ -308,6 +314,112 @@ async fn no_event_is_lost_under_faults_and_a_redrive_delivers_the_rest() {
         undelivered.is_empty(),
         "not delivered after the redrive: {undelivered:?}"
     );
+
+    let burst = Burst {
+        sns: &sns,
+        topic: &topic,
+        queues: &queues,
+        slack: &slack,
+        runs: &runs,
+        faults: &Faults {
+            dns: &dns,
+            slack: &slack,
+        },
+    };
+    burst.run(&apis, &env, n + 1..=n + n / 2, budget).await;
+}
+
+/// The burst phase's world: where events go in, and what watches them.
+struct Burst<'a> {
+    sns: &'a aws_sdk_sns::Client,
+    topic: &'a str,
+    queues: &'a Queues,
+    slack: &'a SlackStandIn,
+    runs: &'a Runs,
+    faults: &'a Faults<'a>,
+}
+
+impl Burst<'_> {
+    /// Publishes `ids` at once and runs the processes under faults with the webhook paced at
+    /// 1 post/s, then accounts for every one of them.
+    async fn run(
+        &self,
+        apis: &[RuntimeApi],
+        env: &[(&str, String)],
+        ids: std::ops::RangeInclusive<u64>,
+        budget: Duration,
+    ) {
+        let before = self.slack.requests().len();
+        self.slack.chaos(30, 11);
+        let events = ids
+            .clone()
+            .map(|i| (i, format!(r#"{{"type":"order.created","id":"{i}"}}"#)));
+        publish(self.sns, self.topic, events.collect()).await;
+        let mut env = env.to_vec();
+        env.retain(|(name, _)| {
+            !name.starts_with("OPSRELAY_SLACK_RATE") && !name.starts_with("OPSRELAY_SLACK_BURST")
+        });
+        env.extend([
+            ("OPSRELAY_SLACK_RATE_PER_SECOND", "1".to_string()),
+            ("OPSRELAY_SLACK_BURST", "1".to_string()),
+        ]);
+        let until = Instant::now() + budget;
+        let paced = |api| worker(api, &env, self.queues, self.runs, Some(self.faults), until);
+        join_all(apis.iter().cloned().map(paced)).await;
+        assert!(
+            queue_is_drained(&self.queues.client, &self.queues.source).await,
+            "the burst drained within {budget:?}"
+        );
+        self.account(ids, before).await;
+    }
+
+    /// Every event of `ids`: in the posts Slack took after request `before` (each post's events:
+    /// its own, or all a digest lists, which must be all it holds), or in the DLQ with a reason.
+    async fn account(&self, ids: std::ops::RangeInclusive<u64>, before: usize) {
+        let mut posts_of: BTreeMap<u64, usize> = BTreeMap::new();
+        let (mut digests, mut posts) = (0, 0);
+        for request in &self.slack.requests()[before..] {
+            if !matches!(request.reply, Reply::Ok) {
+                continue;
+            }
+            posts += 1;
+            let (held, listed) = posted_events(&request.body);
+            assert_eq!(
+                held,
+                listed.len(),
+                "a digest lists every event it delivers: {}",
+                request.body
+            );
+            digests += usize::from(held > 1);
+            for id in listed {
+                *posts_of.entry(id).or_default() += 1;
+            }
+        }
+        let dead = tally(self.slack, &self.queues.client, &self.queues.dlq)
+            .await
+            .dead;
+        let killed = self.runs.killed_events.lock().unwrap().clone();
+        let lost: Vec<u64> = ids
+            .clone()
+            .filter(|i| !posts_of.contains_key(i) && !dead.contains_key(i))
+            .collect();
+        let twice: Vec<u64> = posts_of
+            .iter()
+            .filter(|(_, n)| **n > 1)
+            .map(|(i, _)| *i)
+            .collect();
+        println!(
+            "\n| burst events | posts Slack took (digests) | in DLQ | lost | delivered twice (of them, in a killed batch) |\n|---|---|---|---|---|\n| {} | {posts} ({digests}) | {} | {} | {} ({}) |",
+            ids.clone().count(),
+            dead.keys().filter(|i| ids.contains(i)).count(),
+            lost.len(),
+            twice.len(),
+            twice.iter().filter(|i| killed.contains(i)).count(),
+        );
+        assert!(lost.is_empty(), "burst events lost: {lost:?}");
+        assert!(digests > 0, "the burst was digested");
+        assert!(posts < ids.count() / 2, "{posts} posts");
+    }
 }
 
 impl Faults<'_> {
@@ -407,15 +519,38 @@ async fn worker(
 }
 
 fn tally_delivered(slack: &SlackStandIn) -> BTreeSet<u64> {
-    slack.delivered().iter().filter_map(posted_event).collect()
+    slack
+        .delivered()
+        .iter()
+        .flat_map(|post| posted_events(post).1)
+        .collect()
 }
 
-/// The event of a post the rule rendered ("Order {id} for …").
-fn posted_event(message: &serde_json::Value) -> Option<u64> {
-    message["text"]
-        .as_str()?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
+/// How many events a post delivered, and those it names: its own ("Order {id} for …"), or a
+/// digest's ("N × order.created", then a line "• Order {id} for …" per listed event).
+fn posted_events(message: &serde_json::Value) -> (usize, Vec<u64>) {
+    let text = message["text"].as_str().unwrap_or_default();
+    let id = |line: &str| {
+        line.trim_start_matches("• ")
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    let Some((count, _)) = text.split_once(" × ") else {
+        return (1, id(text).into_iter().collect());
+    };
+    let listed = message["blocks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|block| {
+            block["text"]["text"]
+                .as_str()
+                .filter(|_| block["type"] == "section")
+        })
+        .flat_map(str::lines)
+        .filter_map(id)
+        .collect();
+    (count.parse().unwrap_or(0), listed)
 }

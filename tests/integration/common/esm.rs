@@ -15,8 +15,13 @@ use super::runtime::{Posted, RuntimeApi};
 pub enum Invocation {
     /// The queue had nothing visible.
     Empty,
-    /// The function answered; this many records were acknowledged (deleted).
-    Answered { acknowledged: usize, failed: usize },
+    /// The function answered after `billed` (what Lambda bills); this many records were
+    /// acknowledged (deleted).
+    Answered {
+        acknowledged: usize,
+        failed: usize,
+        billed: Duration,
+    },
     /// The function errored, timed out or died: nothing is deleted. The batch's message bodies.
     Failed { bodies: Vec<String> },
 }
@@ -107,12 +112,14 @@ impl EventSourceMapping {
         let request_id = format!("esm-{}", uuid::Uuid::new_v4().simple());
         let event =
             json!({ "Records": messages.iter().map(|m| self.record(m)).collect::<Vec<_>>() });
+        let invoked = tokio::time::Instant::now();
         self.api.invoke(&request_id, event, timeout);
         before_answer().await;
         let answer = self
             .api
             .result_of(&request_id, timeout + Duration::from_secs(2))
             .await;
+        let billed = invoked.elapsed();
         let Some(Posted::Response { body, .. }) = answer else {
             self.api.forget_pending();
             let bodies = messages.iter().filter_map(|m| m.body.clone()).collect();
@@ -154,6 +161,7 @@ impl EventSourceMapping {
         Invocation::Answered {
             acknowledged: done.len(),
             failed: failed.len(),
+            billed,
         }
     }
 
