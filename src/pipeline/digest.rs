@@ -1,9 +1,14 @@
-//! The posts of records prepared together (a standard queue's batch): each post alone, or, when
-//! more events of one rule are bound for one destination (with one mention) than the pacer can post
-//! promptly, or than the rule's `digest.min_events`, gathered into one digest message. A digest
-//! delivers every one of its events when Slack takes it, or fails every one with the same error
-//! (dead-lettered if permanent, retried as today if transient); no event is in two digests of one
-//! batch. Destinations a warm process already served for a message are skipped.
+//! The posts of a standard queue's batch: alone, or, when more events of one rule are bound for one
+//! destination (with one route's mention) than the pacer can post promptly, or than the rule's
+//! `digest.min_events`, gathered into one digest message. A digest delivers every one of its events
+//! when Slack takes it, or fails every one with the same error (dead-lettered if permanent, retried
+//! as today if transient). Destinations a warm process already served for a message are skipped.
+//!
+//! Records are admitted one by one as they are prepared ([`Gathering::admit`]): a record none of
+//! whose groups can reach its digest threshold within the batch is posted at once (so that ordinary
+//! traffic flows as before, and memory stays that of the records in flight); the others are held
+//! until the batch is prepared, and of a group that becomes a digest only the events it lists keep
+//! their message and row.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -43,85 +48,186 @@ type Member<'a, 'r> = (&'a Prepared<'r>, &'a Ready<'r>);
 /// The posts bound for one destination with one mention, of one rule.
 type GroupKey<'r> = (&'r str, &'r str, Option<&'r str>);
 
-impl Relay {
-    /// Makes every post of `prepared`, alone or in digests, up to the concurrency bound; what each
-    /// record's posts did goes into its `activity` and `failure`.
-    pub(super) async fn post_prepared(&self, prepared: &[Prepared<'_>], budget: Budget) {
-        let sends = self.gather(prepared);
-        futures::stream::iter(sends)
-            .map(|send| self.post_send(send, budget))
-            .buffer_unordered(self.settings.concurrency)
-            .collect::<()>()
-            .await;
+/// The held records of one group.
+struct Group<'r> {
+    rule: &'r Rule,
+    /// It becomes a digest when it holds more records than this.
+    threshold: usize,
+    /// Indexes into [`Gathering::held`].
+    members: Vec<usize>,
+}
+
+/// How a standard queue's batch gathers into digests, as its records are prepared.
+pub(super) struct Gathering<'r> {
+    /// Records in the batch: a group that cannot outgrow its threshold with all of them posts at once.
+    batch: usize,
+    groups: Vec<(GroupKey<'r>, Group<'r>)>,
+    index: HashMap<GroupKey<'r>, usize>,
+    /// The held records, with their place in the batch.
+    pub(super) held: Vec<(usize, Prepared<'r>)>,
+}
+
+impl<'r> Gathering<'r> {
+    pub(super) fn new(batch: usize) -> Self {
+        Self {
+            batch,
+            groups: Vec::new(),
+            index: HashMap::new(),
+            held: Vec::new(),
+        }
     }
 
-    /// Groups the posts by rule, destination and mention, in the batch's order, and decides for each
-    /// group whether it becomes one digest.
-    fn gather<'a, 'r>(&self, prepared: &'a [Prepared<'r>]) -> Vec<Send<'a, 'r>> {
-        let mut groups: Vec<(GroupKey<'r>, &'r Rule, Vec<Member<'a, 'r>>)> = Vec::new();
-        let mut index: HashMap<GroupKey<'r>, usize> = HashMap::new();
-        for record in prepared {
-            let Stage::Ready(ready) = &record.stage else {
-                continue;
-            };
-            let rule = ready.composed.rule;
-            for post in &ready.posts {
-                if self
-                    .delivered
-                    .contains(&record.delivery.message_id, post.destination)
-                {
-                    let _entered = record.span.enter();
-                    tracing::info!(destination = %post.destination, "Skipped a destination already served for this message.");
-                    continue;
-                }
-                let key = (rule.name.as_str(), post.destination, post.mention);
-                let at = *index.entry(key).or_insert_with(|| {
-                    groups.push((key, rule, Vec::new()));
-                    groups.len() - 1
-                });
-                groups[at].2.push((record, ready));
+    /// Takes the prepared record at `place` in the batch: back, to be posted at once, or held for
+    /// a digest (its destinations already served skipped either way).
+    pub(super) fn admit(
+        &mut self,
+        relay: &'r Relay,
+        place: usize,
+        mut prepared: Prepared<'r>,
+    ) -> Option<Prepared<'r>> {
+        let Stage::Ready(ready) = &mut prepared.stage else {
+            return Some(prepared);
+        };
+        ready.posts.retain(|post| {
+            let served = relay.delivered.contains(&prepared.delivery.message_id, post.destination);
+            if served {
+                let _entered = prepared.span.enter();
+                tracing::info!(destination = %post.destination, "Skipped a destination already served for this message.");
+            }
+            !served
+        });
+        let rule = ready.composed.rule;
+        let keys: Vec<GroupKey<'r>> = ready
+            .posts
+            .iter()
+            .map(|post| (rule.name.as_str(), post.destination, post.mention))
+            .collect();
+        let groups: Vec<usize> = keys
+            .iter()
+            .map(|key| self.group(relay, *key, rule))
+            .collect();
+        if groups
+            .iter()
+            .all(|&g| self.groups[g].1.threshold >= self.batch)
+        {
+            return Some(prepared);
+        }
+        let held = self.held.len();
+        for &g in &groups {
+            self.groups[g].1.members.push(held);
+        }
+        self.held.push((place, prepared));
+        if let [g] = groups[..] {
+            self.trim(g);
+        }
+        None
+    }
+
+    /// The group of `key`, made with its threshold on first use.
+    fn group(&mut self, relay: &Relay, key: GroupKey<'r>, rule: &'r Rule) -> usize {
+        if let Some(&g) = self.index.get(&key) {
+            return g;
+        }
+        let threshold = relay.digest_threshold(rule, key.1);
+        self.index.insert(key, self.groups.len());
+        let group = Group {
+            rule,
+            threshold,
+            members: Vec::new(),
+        };
+        self.groups.push((key, group));
+        self.groups.len() - 1
+    }
+
+    /// Once group `g` is bound to be a digest, its members past those it lists keep no message or
+    /// row (only records posting to it alone are trimmed).
+    fn trim(&mut self, g: usize) {
+        let group = &self.groups[g].1;
+        if group.members.len() <= group.threshold {
+            return;
+        }
+        let listed = group.rule.digest.list;
+        for &member in group.members.iter().skip(listed) {
+            if let Stage::Ready(ready) = &mut self.held[member].1.stage
+                && ready.posts.len() == 1
+            {
+                ready.trim();
             }
         }
-        // Posts already planned per destination, which the pacer's prompt slots must also cover.
-        let mut planned: HashMap<&str, usize> = HashMap::new();
+    }
+
+    /// The sends of the held records: a digest per group past its threshold, else each alone.
+    fn sends<'a>(&'a self) -> Vec<Send<'a, 'r>> {
         let mut sends = Vec::new();
-        for ((_, destination, mention), rule, members) in groups {
-            let planned = planned.entry(destination).or_default();
+        for ((_, destination, mention), group) in &self.groups {
+            let members: Vec<Member<'a, 'r>> = group
+                .members
+                .iter()
+                .filter_map(|&m| match &self.held[m].1.stage {
+                    Stage::Ready(ready) => Some((&self.held[m].1, ready)),
+                    _ => None,
+                })
+                .collect();
             let send = |members, digest| Send {
-                rule,
+                rule: group.rule,
                 destination,
-                mention,
+                mention: *mention,
                 members,
                 digest,
             };
-            if self.digests(rule, destination, members.len(), *planned) {
-                *planned += 1;
+            if members.len() > group.threshold {
                 sends.push(send(members, true));
             } else {
-                *planned += members.len();
                 sends.extend(members.into_iter().map(|member| send(vec![member], false)));
             }
         }
         sends
     }
+}
 
-    /// Whether `events` events of `rule` bound for `destination` become one digest, with `planned`
-    /// posts to it already taking the pacer's slots.
-    fn digests(&self, rule: &Rule, destination: &str, events: usize, planned: usize) -> bool {
+impl Relay {
+    /// How many events of `rule` one batch may post to `destination` one by one: past it, they are
+    /// one digest. Unbounded with digests off (or off for the rule); else one less than the rule's
+    /// `digest.min_events`, or what the pacer can post within `OPSRELAY_DIGEST_WITHIN_MS`.
+    fn digest_threshold(&self, rule: &Rule, destination: &str) -> usize {
         let digest = &rule.digest;
-        if !self.settings.digests || !digest.enabled || events < 2 {
-            return false;
+        if !self.settings.digests || !digest.enabled {
+            return usize::MAX;
         }
         match digest.min_events {
-            Some(min) => events >= min,
-            None => {
-                // Relay::new made sure that every destination a rule names has a webhook.
-                let slots = self
-                    .slack
-                    .slots_within(&self.destinations[destination], self.settings.digest_within);
-                events > slots.saturating_sub(planned)
-            }
+            Some(min) => min - 1,
+            // Relay::new made sure that every destination a rule names has a webhook.
+            None => self
+                .slack
+                .slots_within(&self.destinations[destination], self.settings.digest_within)
+                .max(1),
         }
+    }
+
+    /// Makes every post of `prepared` alone (a record posted at once, or a FIFO group's).
+    pub(super) async fn post_alone(&self, prepared: &Prepared<'_>, budget: Budget) {
+        let Stage::Ready(ready) = &prepared.stage else {
+            return;
+        };
+        for post in &ready.posts {
+            let send = Send {
+                rule: ready.composed.rule,
+                destination: post.destination,
+                mention: post.mention,
+                members: vec![(prepared, ready)],
+                digest: false,
+            };
+            self.post_send(send, budget).await;
+        }
+    }
+
+    /// Makes the posts of the held records, alone or in digests, up to the concurrency bound.
+    pub(super) async fn post_held(&self, gathering: &Gathering<'_>, budget: Budget) {
+        futures::stream::iter(gathering.sends())
+            .map(|send| self.post_send(send, budget))
+            .buffer_unordered(self.settings.concurrency)
+            .collect::<()>()
+            .await;
     }
 
     /// Renders and posts one send (retrying transient failures until the deadline), then records

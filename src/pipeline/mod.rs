@@ -42,8 +42,8 @@ use crate::rules::Rules;
 use crate::slack::{Destination, SlackClient};
 use crate::sqs::QueueKind;
 use delivered::DeliveredMemory;
+use digest::Gathering;
 use ordering::ordering_groups;
-use record::Prepared;
 
 /// Everything made once at start-up and borrowed by every event.
 pub struct Relay {
@@ -122,21 +122,42 @@ impl Relay {
         results
     }
 
-    /// A standard queue's batch: every record prepared (up to the concurrency bound), then their
-    /// posts made, alone or gathered into digests, then each record's outcome settled.
+    /// A standard queue's batch: each record prepared (in the batch's order, up to the concurrency
+    /// bound), admitted to the batch's [`Gathering`], and posted at once and settled, unless it is
+    /// held for a digest; then the held records' posts, alone or in digests, and their outcomes.
     async fn run_together(&self, records: &[SqsMessage], budget: Budget) -> Vec<Processed> {
         let concurrency = self.settings.concurrency;
-        let prepared: Vec<Prepared> = futures::stream::iter(records)
-            .map(|record| self.prepare(record, None, budget))
+        let mut results: Vec<Option<Processed>> = vec![None; records.len()];
+        let mut gathering = Gathering::new(records.len());
+        let mut done = futures::stream::iter(records.iter().enumerate())
+            .map(|(place, record)| async move { (place, self.prepare(record, None, budget).await) })
             .buffered(concurrency)
-            .collect()
-            .await;
-        self.post_prepared(&prepared, budget).await;
-        futures::stream::iter(records.iter().zip(prepared))
-            .map(|(record, prepared)| self.finish(record, prepared, budget))
-            .buffered(concurrency)
-            .collect()
-            .await
+            .map(|(place, prepared)| {
+                let admitted = gathering.admit(self, place, prepared);
+                async move {
+                    let prepared = admitted?;
+                    self.post_alone(&prepared, budget).await;
+                    Some((place, self.finish(&records[place], prepared, budget).await))
+                }
+            })
+            .buffer_unordered(concurrency);
+        while let Some(finished) = done.next().await {
+            if let Some((place, processed)) = finished {
+                results[place] = Some(processed);
+            }
+        }
+        drop(done);
+        self.post_held(&gathering, budget).await;
+        let mut settled = futures::stream::iter(gathering.held)
+            .map(|(place, prepared)| async move {
+                (place, self.finish(&records[place], prepared, budget).await)
+            })
+            .buffer_unordered(concurrency);
+        while let Some((place, processed)) = settled.next().await {
+            results[place] = Some(processed);
+        }
+        drop(settled);
+        results.into_iter().flatten().collect()
     }
 
     /// A FIFO queue's batch: its groups at once, up to the concurrency bound, each group's records
@@ -168,8 +189,7 @@ impl Relay {
         for index in group {
             let record = &records[index];
             let prepared = self.prepare(record, blocked_by.as_deref(), budget).await;
-            self.post_prepared(std::slice::from_ref(&prepared), budget)
-                .await;
+            self.post_alone(&prepared, budget).await;
             let processed = self.finish(record, prepared, budget).await;
             if blocked_by.is_none() && matches!(processed.outcome, Outcome::Retry { .. }) {
                 blocked_by = Some(processed.message_id.clone());

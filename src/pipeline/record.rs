@@ -17,9 +17,11 @@ use super::failure::{ProcessError, classify};
 use super::isolate::isolate;
 use super::outcome::{Activity, Outcome, Processed};
 use super::route::{Post, Routed, route};
+use crate::db::Fetched;
 use crate::deadletter::{FailureClass, FailureRecord};
 use crate::event::{self, OpsEvent};
 use crate::lock::into_inner;
+use crate::render::SlackMessage;
 use crate::sqs::Delivery;
 
 /// A record taken as far as its posts.
@@ -52,6 +54,14 @@ pub(super) struct Ready<'r> {
     pub(super) event: OpsEvent,
     pub(super) composed: Composed<'r>,
     pub(super) posts: Vec<Post<'r>>,
+}
+
+impl Ready<'_> {
+    /// Drops its message and row: an event a digest counts but does not list needs neither.
+    pub(super) fn trim(&mut self) {
+        self.composed.message = SlackMessage(serde_json::Value::Null);
+        self.composed.row = Fetched::default();
+    }
 }
 
 impl Relay {
