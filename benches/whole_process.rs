@@ -611,6 +611,17 @@ async fn main() {
 
     let default_run = throughput(&setup, 4, 2).await;
     let tuned_run = throughput(&setup, 16, 4).await;
+    if std::env::var("OPSRELAY_PERF_ONLY").as_deref() == Ok("throughput") {
+        // Beside another build's figures (README, Performance: what a change costs).
+        for (label, run) in [("defaults", &default_run), ("concurrency 16", &tuned_run)] {
+            println!(
+                "| throughput, {label} | {:.0} events/s | {:.0} µs an event |",
+                run.events_per_second,
+                run.cpu_per_event.as_secs_f64() * 1e6
+            );
+        }
+        return;
+    }
     let digest_memory = memory(&setup, "on").await;
     let memory = memory(&setup, "off").await;
     let pacing = pacing(&setup).await;
