@@ -3,6 +3,7 @@
 # lambda_runtime hello world, zips the bootstrap with the rules as deployed, starts the test services
 # (PostgreSQL for the lookups) and runs benches/whole_process.rs, which prints the table.
 #   bash benches/perf.sh
+# OPSRELAY_PERF_ONLY=throughput (or sources) prints only those rows, to set beside another build's.
 # The in-process figures per event come from criterion: `cargo bench --bench parse_render`.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -13,6 +13,8 @@
 mod burst;
 #[path = "../tests/integration/common/mod.rs"]
 mod common;
+#[path = "whole_process/sources.rs"]
+mod sources;
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -545,6 +547,29 @@ fn burst_rows(on: &burst::BurstRun, off: &burst::BurstRun, lone: &[Duration]) {
     );
 }
 
+/// The database sources' rows: into the queue beside the mover, and the lag at a steady rate.
+fn source_rows(f: &sources::SourceFigures) {
+    println!(
+        "| sources: rows from the standby into the queue ({} rows, batches of 1,000) | {:.0} rows/s | ≥ the redrive mover on the same moto ({:.0} msgs/s) | {} |",
+        sources::THROUGHPUT_ROWS,
+        f.rows_per_second,
+        f.mover_per_second,
+        verdict(f.rows_per_second >= f.mover_per_second)
+    );
+    let p = |q: f64| f.lags[((f.lags.len() as f64 - 1.0) * q) as usize];
+    let target = sources::INTERVAL + Duration::from_secs(2);
+    println!(
+        "| sources: commit → event in the queue at {} rows/s, polled every {} s (p50 / p99 / max of {}) | {} / {} / {} | p99 ≤ interval + delay (0) + 2 s | {} |",
+        sources::LAG_RATE,
+        sources::INTERVAL.as_secs(),
+        f.lags.len(),
+        ms(p(0.5)),
+        ms(p(0.99)),
+        ms(*f.lags.last().unwrap()),
+        verdict(p(0.99) <= target)
+    );
+}
+
 fn median(mut samples: Vec<Duration>) -> Duration {
     samples.sort();
     samples[samples.len() / 2]
@@ -592,6 +617,22 @@ async fn main() {
     opsrelay::telemetry::init(opsrelay::telemetry::LogFormat::Json);
     println!("Machine: {}", machine());
     let setup = Setup::new().await;
+    if std::env::var("OPSRELAY_PERF_ONLY").as_deref() == Ok("throughput") {
+        // Beside another build's figures (README, Performance: what a change costs).
+        for (label, concurrency, connections) in [("defaults", 4, 2), ("concurrency 16", 16, 4)] {
+            let run = throughput(&setup, concurrency, connections).await;
+            println!(
+                "| throughput, {label} | {:.0} events/s | {:.0} µs an event |",
+                run.events_per_second,
+                run.cpu_per_event.as_secs_f64() * 1e6
+            );
+        }
+        return;
+    }
+    if std::env::var("OPSRELAY_PERF_ONLY").as_deref() == Ok("sources") {
+        source_rows(&sources::figures(setup.dir.path()).await);
+        return;
+    }
 
     let programs = [
         ("opsrelay-lambda", vec![setup.bootstrap.clone()]),
@@ -611,17 +652,6 @@ async fn main() {
 
     let default_run = throughput(&setup, 4, 2).await;
     let tuned_run = throughput(&setup, 16, 4).await;
-    if std::env::var("OPSRELAY_PERF_ONLY").as_deref() == Ok("throughput") {
-        // Beside another build's figures (README, Performance: what a change costs).
-        for (label, run) in [("defaults", &default_run), ("concurrency 16", &tuned_run)] {
-            println!(
-                "| throughput, {label} | {:.0} events/s | {:.0} µs an event |",
-                run.events_per_second,
-                run.cpu_per_event.as_secs_f64() * 1e6
-            );
-        }
-        return;
-    }
     let digest_memory = memory(&setup, "on").await;
     let memory = memory(&setup, "off").await;
     let pacing = pacing(&setup).await;
@@ -699,6 +729,7 @@ async fn main() {
         verdict(pacing.rate_used >= 0.95)
     );
     burst_rows(&on, &off, &lone);
+    source_rows(&sources::figures(setup.dir.path()).await);
     println!(
         "| size, stripped bootstrap | {} | ≤ 15 MB | {} |",
         mb(bootstrap_size),

@@ -61,6 +61,7 @@ RUNBOOKS = {
     "FunctionErrorsAlarm": "runbooks/lambda-errors.md",
     "FunctionThrottlesAlarm": "runbooks/queue-backing-up.md",
     "EventsLateAlarm": "runbooks/events-late.md",
+    "CursorAgeAlarm": "runbooks/poller-behind.md",
 }
 
 
@@ -231,6 +232,9 @@ def stand_in_resolver(cfn, overrides=None):
         elif kind == "AWS::IAM::Role":
             refs[lid] = lid
             attrs[lid] = {"Arn": f"arn:aws:iam::{ACCOUNT}:role/{lid}"}
+        elif kind == "AWS::DynamoDB::Table":
+            refs[lid] = lid
+            attrs[lid] = {"Arn": f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{lid}"}
         else:
             refs[lid] = f"stand-in-{lid}"
             attrs[lid] = {}
@@ -246,6 +250,8 @@ ALL_OPTIONS_ON = {
     "AlarmTopicArn": f"arn:aws:sns:{REGION}:{ACCOUNT}:ops-alarms",
     "CreateVpcEndpoints": "true",
     "VpcId": "vpc-0123456789abcdef0",
+    "PollSources": "true",
+    "RouteTableIds": "rtb-0123456789abcdef0,rtb-0fedcba9876543210",
 }
 
 
@@ -427,6 +433,10 @@ def check_function_role():
         for key in ("KmsKeyArn", "SecretsKmsKeyArn"):
             if r.params.get(key):
                 allowed[r.params[key]] = {"kms:Decrypt", "kms:GenerateDataKey"}
+        if r.params.get("PollSources") == "true":
+            # The cursors' items, and the polled rows into the function's own queue.
+            allowed[r.attrs["StateTable"]["Arn"]] = {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:DeleteItem"}
+            allowed[r.attrs["EventsQueue"]["Arn"]] = allowed[r.attrs["EventsQueue"]["Arn"]] | {"sqs:SendMessage"}
         granted = {}
         assert len(role["Policies"]) == 1
         for st in _statements(r, role["Policies"][0]["PolicyDocument"]):
@@ -502,6 +512,32 @@ def check_alarms():
     for lid, a in alarms.items():
         assert "AlarmActions" not in off.value(a), f"{lid} has actions without a topic"
         assert on.value(a)["AlarmActions"] == [ALL_OPTIONS_ON["AlarmTopicArn"]], lid
+
+
+def check_poll_sources():
+    cfn = _need_cfn()
+    res = cfn["Resources"]
+    for lid in ("StateTable", "PollSchedule", "SchedulerRole", "CursorAgeAlarm"):
+        assert res[lid].get("Condition") == "PollsSources", f"{lid} is not only for PollSources=true"
+    assert res["DynamoDbEndpoint"]["Condition"] == "CreateDynamoDbEndpoint"
+    assert res["DynamoDbEndpoint"]["Properties"]["VpcEndpointType"] == "Gateway"
+    table = res["StateTable"]["Properties"]
+    assert table["BillingMode"] == "PAY_PER_REQUEST"
+    assert table["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+    assert table["KeySchema"] == [{"AttributeName": "source", "KeyType": "HASH"}]
+    schedule = res["PollSchedule"]["Properties"]
+    assert schedule["ScheduleExpression"] == "rate(1 minute)"
+    assert json.loads(schedule["Target"]["Input"]) == {"opsrelay": "poll"}
+    invoke = res["SchedulerRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+    assert [s["Action"] for s in invoke] == ["lambda:InvokeFunction"]
+    on = stand_in_resolver(cfn, {**example_parameters(), **ALL_OPTIONS_ON})
+    off = stand_in_resolver(cfn, example_parameters()).value(res["OpsrelayFunction"]["Properties"]["Environment"]["Variables"])
+    assert "OPSRELAY_STATE_TABLE" not in off and "OPSRELAY_SOURCE_QUEUE_URL" not in off
+    env = on.value(res["OpsrelayFunction"]["Properties"]["Environment"]["Variables"])
+    assert env["OPSRELAY_POLL_INTERVAL_MS"] == "10000" or env["OPSRELAY_POLL_INTERVAL_MS"] == 10000
+    alarm = res["CursorAgeAlarm"]["Properties"]
+    assert (alarm["Namespace"], alarm["MetricName"], alarm["Statistic"]) == ("opsrelay", "CursorAge", "Maximum")
+    assert "Dimensions" not in alarm and alarm["TreatMissingData"] == "breaching"
 
 
 def check_example_parameters():
@@ -877,6 +913,7 @@ def main():
     check("function role: least privilege", check_function_role)
     check("operator policy: DLQ redrive actions and send to the source queue", check_operator_policy)
     check("alarms: metrics, thresholds, runbooks, optional actions", check_alarms)
+    check("database sources: cursor table, schedule, least privilege, cursor-age alarm", check_poll_sources)
     check("parameters.example.json matches the template", check_example_parameters)
     try:
         run_moto_checks(check)

@@ -64,6 +64,7 @@ pub async fn run() -> Result<ExitCode, anyhow::Error> {
         None => {}
     }
     let mut problems = Problems::of_rules(&rules, settings.database_url.is_some(), &set);
+    problems.extend(Problems::of_sources(&rules, &settings.poll));
     problems.extend(Problems::of_dlq_url(settings.dlq_url.as_deref()));
     if settings.dlq_url.is_some() {
         println!("ok    dead-letter queue set");

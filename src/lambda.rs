@@ -2,7 +2,9 @@
 //! (`ReportBatchItemFailures` must be on in the event source mapping), and the batch's metrics as EMF
 //! lines on standard output. Invoked with
 //! `{"opsrelay": "doctor"}` instead, it runs [`crate::doctor`] from inside the VPC and returns the
-//! report.
+//! report; with `{"opsrelay": "poll"}` (an EventBridge Scheduler schedule), it polls the rules'
+//! sources ([`crate::source`]) every `OPSRELAY_POLL_INTERVAL_MS` until its deadline draws near, and
+//! returns the last poll's report.
 
 use std::time::SystemTime;
 
@@ -38,8 +40,11 @@ pub enum Metrics {
 
 impl Metrics {
     fn write(self, tally: &Tally) {
+        self.write_lines(tally.emf_lines(SystemTime::now()));
+    }
+
+    fn write_lines(self, lines: Vec<String>) {
         use std::io::Write as _;
-        let lines = tally.emf_lines(SystemTime::now());
         if self == Metrics::Stdout {
             let mut out = std::io::stdout().lock();
             for line in lines {
@@ -68,6 +73,10 @@ pub enum InvocationError {
         "the event is neither an SQS batch ({{\"Records\": [...]}}) nor {{\"opsrelay\": \"doctor\"}}"
     )]
     Unknown,
+    #[error(
+        "the poll event came, but the rules file has no [sources] (or the relay was built without them): add a source, or remove the schedule"
+    )]
+    NoSources,
     #[error("the response could not be written: {0}")]
     Response(#[from] serde_json::Error),
     #[error(transparent)]
@@ -81,15 +90,42 @@ pub async fn handle_any(
     deadline: SystemTime,
     metrics: Metrics,
 ) -> Result<serde_json::Value, InvocationError> {
-    if event.opsrelay.as_ref().and_then(|v| v.as_str()) == Some("doctor") {
-        let report = crate::doctor::run(&crate::doctor::Subject::of_relay(relay)).await;
-        tracing::info!(ok = report.ok, report = %report.text(), "Ran the doctor.");
-        return Ok(serde_json::to_value(report)?);
+    match event.opsrelay.as_ref().and_then(|v| v.as_str()) {
+        Some("doctor") => {
+            let report = crate::doctor::run(&crate::doctor::Subject::of_relay(relay)).await;
+            tracing::info!(ok = report.ok, report = %report.text(), "Ran the doctor.");
+            return Ok(serde_json::to_value(report)?);
+        }
+        Some("poll") => return poll(relay, deadline, metrics).await,
+        _ => {}
     }
     let records = event.records.ok_or(InvocationError::Unknown)?;
     Ok(serde_json::to_value(
         handle(relay, &records, deadline, metrics).await?,
     )?)
+}
+
+/// The poll event: the sources polled every interval until the deadline less the margin; each
+/// poll's metrics written.
+async fn poll(
+    relay: &Relay,
+    deadline: SystemTime,
+    metrics: Metrics,
+) -> Result<serde_json::Value, InvocationError> {
+    let (Some(poller), Some(database)) = (relay.poller(), relay.database()) else {
+        return Err(InvocationError::NoSources);
+    };
+    let settings = relay.settings();
+    let end = instant_at(deadline);
+    let until = end.checked_sub(settings.deadline_margin).unwrap_or(end);
+    let sources = &relay.rules().sources;
+    let each = |report: &[crate::source::Polled]| {
+        metrics.write_lines(crate::source::emf_lines(report, SystemTime::now()));
+    };
+    let report = poller
+        .run(database, sources, settings.poll.interval, until, each)
+        .await;
+    Ok(serde_json::to_value(report)?)
 }
 
 /// The monotonic instant of a wall-clock deadline.

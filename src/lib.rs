@@ -6,11 +6,12 @@
 //!
 //! - **entry** — the binaries (`src/bin/`), [`lambda`] (the handler), [`worker`] (long-polls a
 //!   queue with the Lambda's semantics), [`local`] (the main job on embedded defaults), [`check`],
-//!   [`doctor`], [`startup`] (builds everything once), and [`redrive`] (`opsrelay dlq`, the
+//!   [`doctor`], [`startup`] (builds everything once), [`poll`] (polls the sources), and [`redrive`] (`opsrelay dlq`, the
 //!   operator tool, which the runtime never imports).
 //! - **runtime** — [`pipeline`]: a batch in, one outcome per record out.
 //! - **components** — [`event`] parses the SQS record, [`rules`] finds what to do for its type,
-//!   [`db`] fetches the record, [`render`] builds the Slack message, [`slack`] posts it.
+//!   [`db`] fetches the record, [`render`] builds the Slack message, [`slack`] posts it; [`source`]
+//!   polls the database for events and sends them into the queue (the application publishes none).
 //! - **shared** — [`sqs`] (SQS facts and record conversion), [`deadletter`] (the one definition of a
 //!   dead letter), [`config`] (settings, secrets, what the rules need), [`aws`], [`secret`],
 //!   [`telemetry`], [`metrics`], [`pace`], [`tls`], [`lock`], [`human`].
@@ -29,11 +30,13 @@ pub mod lock;
 pub mod metrics;
 pub mod pace;
 pub mod pipeline;
+pub mod poll;
 pub mod redrive;
 pub mod render;
 pub mod rules;
 pub mod secret;
 pub mod slack;
+pub mod source;
 pub mod sqs;
 pub mod startup;
 pub mod telemetry;

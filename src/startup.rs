@@ -11,6 +11,7 @@ use crate::deadletter::DeadLetters;
 use crate::pipeline::Relay;
 use crate::rules::Rules;
 use crate::slack::Destination;
+use crate::source::Poller;
 
 /// What the environment configures, and what it lacks.
 pub struct Parts {
@@ -20,6 +21,8 @@ pub struct Parts {
     pub destinations: BTreeMap<String, Destination>,
     /// `None` when `OPSRELAY_DLQ_URL` is not set (a problem).
     pub dead_letters: Option<DeadLetters>,
+    /// `None` when the rules have no sources, or its settings are missing (a problem).
+    pub poller: Option<Poller>,
     pub problems: Problems,
 }
 
@@ -53,28 +56,40 @@ pub async fn parts_from_env(sdk: &aws_config::SdkConfig) -> Result<Parts, anyhow
         client: aws_sdk_sqs::Client::new(sdk),
         queue_url,
     });
+    problems.extend(Problems::of_sources(&rules, &settings.poll));
+    let poller = match rules.sources.is_empty() {
+        true => None,
+        false => Poller::from_settings(&settings, sdk),
+    };
     Ok(Parts {
         settings,
         rules,
         database,
         destinations: resolved.destinations,
         dead_letters,
+        poller,
         problems,
     })
 }
 
-/// The relay for a queue-driven process (Lambda or worker); any configuration problem stops it.
+/// The relay for a queue-driven process (Lambda or worker), with its poller when the rules have
+/// sources; any configuration problem stops it.
 pub async fn relay_from_env(sdk: &aws_config::SdkConfig) -> Result<Relay, anyhow::Error> {
     let parts = parts_from_env(sdk).await?;
     parts.problems.into_result()?;
     let dead_letters = parts
         .dead_letters
         .expect("Problems::of_dlq_url reports a missing DLQ URL");
-    Relay::new(
+    let poller = parts.poller;
+    let relay = Relay::new(
         parts.settings,
         parts.rules,
         parts.database,
         parts.destinations,
         dead_letters,
-    )
+    )?;
+    Ok(match poller {
+        Some(poller) => relay.with_poller(poller),
+        None => relay,
+    })
 }

@@ -274,22 +274,17 @@ async fn no_event_is_lost_under_faults_and_a_redrive_delivers_the_rest() {
     slack.answer_normally();
     aws.set_percent(0);
     dns.set(DnsMode::Answer(vec![LOCALHOST]));
-    let redrive = tokio::process::Command::new(env!("CARGO_BIN_EXE_opsrelay"))
-        .args([
-            "dlq",
-            "redrive",
-            "--dlq",
-            &queues.dlq,
-            "--to",
-            &queues.source,
-        ])
-        .env("AWS_ENDPOINT_URL", service("OPSRELAY_TEST_AWS_ENDPOINT"))
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .output()
-        .await
-        .unwrap();
+    let redrive = common::opsrelay_at_moto(&[
+        "dlq",
+        "redrive",
+        "--dlq",
+        &queues.dlq,
+        "--to",
+        &queues.source,
+    ])
+    .output()
+    .await
+    .unwrap();
     assert!(
         redrive.status.success(),
         "{}",

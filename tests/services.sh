@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs (when missing) and starts the real services the tests use, each on a free loopback port
-# in a fresh data directory: PostgreSQL (password auth), MariaDB and moto's AWS emulator (SQS, SNS,
-# Secrets Manager). Source it: it exports OPSRELAY_TEST_* and stops everything when the shell exits.
+# in a fresh data directory: PostgreSQL (password auth) with a streaming hot standby, MariaDB and
+# moto's AWS emulator (SQS, SNS, Secrets Manager, DynamoDB). Source it: it exports OPSRELAY_TEST_* and stops everything when the shell exits.
 #   . tests/services.sh && cargo test
 set -euo pipefail
 
@@ -53,7 +53,9 @@ export OPSRELAY_SERVICES_DIR
 _svc_pids=()
 _svc_stop() {
   [ -n "${OPSRELAY_SERVICES_DIR:-}" ] || return 0
-  pg_ctl -D "$OPSRELAY_SERVICES_DIR/pg" -m immediate stop >/dev/null 2>&1 || su postgres -s /bin/sh -c "pg_ctl -D '$OPSRELAY_SERVICES_DIR/pg' -m immediate stop" >/dev/null 2>&1 || true
+  for dir in pg-standby pg; do
+    su postgres -s /bin/sh -c "pg_ctl -D '$OPSRELAY_SERVICES_DIR/$dir' -m immediate stop" >/dev/null 2>&1 || true
+  done
   for pid in "${_svc_pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
   rm -rf "$OPSRELAY_SERVICES_DIR"
@@ -95,6 +97,17 @@ su postgres -s /bin/sh -c "pg_ctl -D '$OPSRELAY_SERVICES_DIR/pg' -w -l '$OPSRELA
 export OPSRELAY_TEST_POSTGRES_URL="postgres://postgres:${pg_pass}@127.0.0.1:${pg_port}/postgres"
 export OPSRELAY_TEST_POSTGRES_PASSWORD="$pg_pass"
 _svc_log "PostgreSQL on 127.0.0.1:$pg_port"
+
+# A streaming hot standby of it, as a read replica is (FIELD-NOTES: the base backup writes the
+# replication settings; initdb's pg_hba.conf already lets 127.0.0.1 replicate with the password).
+pg_standby_port=$(_svc_port)
+install -d -o postgres -m 700 "$OPSRELAY_SERVICES_DIR/pg-standby"
+su postgres -s /bin/sh -c "PGPASSWORD='$pg_pass' pg_basebackup -h 127.0.0.1 -p $pg_port -U postgres -D '$OPSRELAY_SERVICES_DIR/pg-standby' -R -X stream" >"$OPSRELAY_SERVICES_DIR/pg-standby-init.log" 2>&1 \
+  || _svc_fail "PostgreSQL base backup" "$OPSRELAY_SERVICES_DIR/pg-standby-init.log"
+su postgres -s /bin/sh -c "pg_ctl -D '$OPSRELAY_SERVICES_DIR/pg-standby' -w -l '$OPSRELAY_SERVICES_DIR/pglog/pg-standby.log' -o \"-p $pg_standby_port -k '$OPSRELAY_SERVICES_DIR/pg-standby' -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300 -c ssl=on -c ssl_cert_file=server.pem -c ssl_key_file=server.key -c hot_standby_feedback=on\" start" >/dev/null \
+  || _svc_fail "PostgreSQL standby start" "$OPSRELAY_SERVICES_DIR/pglog/pg-standby.log"
+export OPSRELAY_TEST_POSTGRES_STANDBY_URL="postgres://postgres:${pg_pass}@127.0.0.1:${pg_standby_port}/postgres"
+_svc_log "PostgreSQL standby on 127.0.0.1:$pg_standby_port"
 
 # MariaDB.
 my_port=$(_svc_port)

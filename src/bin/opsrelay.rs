@@ -67,8 +67,24 @@ enum Command {
         #[arg(long)]
         max_batches: Option<u64>,
     },
+    /// Poll the rules' sources: their new rows go into the source queue as events.
+    Poll {
+        /// Poll once, then exit (the default).
+        #[arg(long, conflicts_with = "every")]
+        once: bool,
+        /// Poll every this long (500ms, 10s, 1m) until interrupted.
+        #[arg(long, value_parser = every)]
+        every: Option<std::time::Duration>,
+    },
     /// Inspect, export, filter and redrive the dead-letter queue.
     Dlq(opsrelay::redrive::DlqArgs),
+}
+
+/// `--every`: a duration as a person writes it.
+fn every(text: &str) -> Result<std::time::Duration, String> {
+    opsrelay::human::parse_duration(text)
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("{text:?} is not a duration: write 500ms, 10s or 1m"))
 }
 
 #[tokio::main]
@@ -107,6 +123,7 @@ async fn run(command: Command) -> Result<ExitCode, anyhow::Error> {
             };
             run_worker(&options).await
         }
+        Command::Poll { once: _, every } => opsrelay::poll::run(every).await,
         Command::Dlq(args) => Ok(opsrelay::redrive::run(args).await?),
     }
 }

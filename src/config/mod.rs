@@ -75,6 +75,20 @@ pub struct Settings {
     pub db: DbSettings,
     pub slack: SlackSettings,
     pub retry: RetryPolicy,
+    pub poll: PollSettings,
+}
+
+/// The database sources' polling (`opsrelay poll`, and the Lambda's `{"opsrelay": "poll"}`).
+#[derive(Clone, Debug)]
+pub struct PollSettings {
+    /// `OPSRELAY_SOURCE_QUEUE_URL`: the queue polled rows are sent into (the one the relay reads).
+    pub source_queue_url: Option<String>,
+    /// `OPSRELAY_STATE_TABLE`: the DynamoDB table of the cursors.
+    pub state_table: Option<String>,
+    /// `OPSRELAY_STATE_FILE`: a JSON file of the cursors instead (a local run, a single poller).
+    pub state_file: Option<PathBuf>,
+    /// `OPSRELAY_POLL_INTERVAL_MS`: between the polls of one invocation (or of `opsrelay poll`).
+    pub interval: Duration,
 }
 
 impl Settings {
@@ -147,6 +161,12 @@ impl Settings {
             retry: RetryPolicy {
                 initial_interval: ms("OPSRELAY_RETRY_INITIAL_MS", 200, 1, 60_000)?,
                 max_interval: ms("OPSRELAY_RETRY_MAX_MS", 5_000, 1, 600_000)?,
+            },
+            poll: PollSettings {
+                source_queue_url: get("OPSRELAY_SOURCE_QUEUE_URL"),
+                state_table: get("OPSRELAY_STATE_TABLE"),
+                state_file: get("OPSRELAY_STATE_FILE").map(PathBuf::from),
+                interval: ms("OPSRELAY_POLL_INTERVAL_MS", 10_000, 100, 3_600_000)?,
             },
         })
     }

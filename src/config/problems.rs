@@ -1,10 +1,11 @@
 //! What the configuration lacks for the rules, decided in one place for start-up, `opsrelay check`
 //! and `opsrelay doctor`: a database for every rule with a query, a webhook for every destination,
-//! the DLQ for a queue-driven process, and each secret or webhook that could not be read.
+//! the DLQ for a queue-driven process, the queue and cursor store of the sources, and each secret
+//! or webhook that could not be read.
 
 use std::collections::BTreeMap;
 
-use super::ConfigError;
+use super::{ConfigError, PollSettings};
 use crate::rules::Rules;
 
 /// Every problem found, in the order found. Start-up stops on any ([`Problems::into_result`]); the
@@ -47,6 +48,30 @@ impl Problems {
     }
 
     /// The DLQ URL, which the Lambda and the worker require.
+    /// What the rules' sources need that is missing: the queue their rows go into, and where
+    /// their cursors live.
+    pub fn of_sources(rules: &Rules, poll: &PollSettings) -> Self {
+        let mut problems = Problems::default();
+        if rules.sources.is_empty() {
+            return problems;
+        }
+        if poll.source_queue_url.is_none() {
+            problems.push(ConfigError::new(
+                "OPSRELAY_SOURCE_QUEUE_URL",
+                "is not set, and the rules file has sources",
+                "set it to the URL of the queue the relay reads: polled rows go there as events",
+            ));
+        }
+        if poll.state_table.is_none() && poll.state_file.is_none() {
+            problems.push(ConfigError::new(
+                "OPSRELAY_STATE_TABLE",
+                "is not set, and the rules file has sources",
+                "set it to the DynamoDB table of the cursors (or OPSRELAY_STATE_FILE to a file, for a single poller)",
+            ));
+        }
+        problems
+    }
+
     pub fn of_dlq_url(dlq_url: Option<&str>) -> Self {
         let mut problems = Problems::default();
         if dlq_url.is_none() {

@@ -23,10 +23,12 @@ pub mod decode;
 pub mod error;
 pub mod name_check;
 pub mod route;
+pub mod text_rows;
 
 pub use address::{AddressChain, AddressSource, DnsSettings, ResolverError};
 pub use error::{DatabaseUrlError, LookupError};
 pub use name_check::NameCheck;
+pub use text_rows::{Param, TextRow};
 
 use std::net::IpAddr;
 use std::path::PathBuf;

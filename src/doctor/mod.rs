@@ -1,12 +1,14 @@
 //! `opsrelay doctor` (and the Lambda's doctor event): checks, one line each with its timing and a
 //! verdict, everything the relay needs to reach, from where it runs: each configuration problem,
 //! each DNS server's answer for the database host, the address chosen and its source, TCP, TLS,
-//! login, the rules' queries (prepared, not run), each Slack webhook host through the client that
-//! posts (without posting), and the DLQ. A configuration that is incomplete is reported, never a
+//! login, the rules' queries (prepared, not run), the sources (their queries read as a poll reads
+//! them, their cursors), each Slack webhook host through the client that posts (without posting),
+//! and the DLQ. A configuration that is incomplete is reported, never a
 //! reason to stop: every check that can run, runs.
 
 mod database;
 mod reach;
+mod sources;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -22,6 +24,7 @@ use crate::human::Age;
 use crate::pipeline::Relay;
 use crate::rules::Rules;
 use crate::slack::{Destination, SlackClient};
+use crate::source::Poller;
 use crate::startup::Parts;
 
 /// One check may take this long.
@@ -91,6 +94,8 @@ pub struct Subject<'a> {
     pub destinations: &'a BTreeMap<String, Destination>,
     /// `None` when no DLQ is configured (one of the problems).
     pub dead_letters: Option<&'a DeadLetters>,
+    /// `None` when the rules have no sources (or its settings are one of the problems).
+    pub poller: Option<&'a Poller>,
     pub problems: Vec<&'a ConfigError>,
 }
 
@@ -104,6 +109,7 @@ impl<'a> Subject<'a> {
             slack: relay.slack(),
             destinations: relay.destinations(),
             dead_letters: Some(relay.dead_letters()),
+            poller: relay.poller(),
             problems: Vec::new(),
         }
     }
@@ -118,6 +124,7 @@ impl<'a> Subject<'a> {
             slack,
             destinations: &parts.destinations,
             dead_letters: parts.dead_letters.as_ref(),
+            poller: parts.poller.as_ref(),
             problems: parts.problems.iter().collect(),
         }
     }
@@ -134,6 +141,7 @@ pub async fn run(subject: &Subject<'_>) -> Report {
     }
     if let Some(database) = subject.database {
         database::check(&mut report, subject, database).await;
+        sources::check(&mut report, subject, database).await;
     }
     reach::slack(&mut report, subject).await;
     reach::dead_letters(&mut report, subject.dead_letters).await;

@@ -24,6 +24,7 @@ pub mod route;
 pub mod tally;
 
 use std::collections::BTreeMap;
+use std::sync::Mutex;
 
 use aws_lambda_events::sqs::SqsMessage;
 use futures::StreamExt;
@@ -38,8 +39,10 @@ pub use tally::Tally;
 use crate::config::{self, Settings};
 use crate::db::Database;
 use crate::deadletter::DeadLetters;
+use crate::lock::{into_inner, lock};
 use crate::rules::Rules;
 use crate::slack::{Destination, SlackClient};
+use crate::source::Poller;
 use crate::sqs::QueueKind;
 use delivered::DeliveredMemory;
 use digest::Gathering;
@@ -54,6 +57,8 @@ pub struct Relay {
     dead_letters: DeadLetters,
     settings: Settings,
     delivered: DeliveredMemory,
+    /// Polls the rules' sources (`{"opsrelay": "poll"}`), when they have any.
+    poller: Option<Poller>,
 }
 
 impl Relay {
@@ -76,7 +81,18 @@ impl Relay {
             destinations,
             dead_letters,
             settings,
+            poller: None,
         })
+    }
+
+    /// The relay that also polls the rules' sources with `poller`.
+    pub fn with_poller(mut self, poller: Poller) -> Self {
+        self.poller = Some(poller);
+        self
+    }
+
+    pub fn poller(&self) -> Option<&Poller> {
+        self.poller.as_ref()
     }
 
     pub fn rules(&self) -> &Rules {
@@ -122,22 +138,21 @@ impl Relay {
         results
     }
 
-    /// A standard queue's batch: each record prepared (in the batch's order, up to the concurrency
-    /// bound), admitted to the batch's [`Gathering`], and posted at once and settled, unless it is
-    /// held for a digest; then the held records' posts, alone or in digests, and their outcomes.
+    /// A standard queue's batch: each record prepared, admitted to the batch's [`Gathering`], and
+    /// posted at once and settled, unless it is held for a digest (all up to the concurrency
+    /// bound, as they come); then the held records' posts, alone or in digests, and their outcomes.
     async fn run_together(&self, records: &[SqsMessage], budget: Budget) -> Vec<Processed> {
         let concurrency = self.settings.concurrency;
         let mut results: Vec<Option<Processed>> = vec![None; records.len()];
-        let mut gathering = Gathering::new(records.len());
+        let gathering = Mutex::new(Gathering::new(records.len()));
         let mut done = futures::stream::iter(records.iter().enumerate())
-            .map(|(place, record)| async move { (place, self.prepare(record, None, budget).await) })
-            .buffered(concurrency)
-            .map(|(place, prepared)| {
-                let admitted = gathering.admit(self, place, prepared);
+            .map(|(place, record)| {
+                let gathering = &gathering;
                 async move {
-                    let prepared = admitted?;
+                    let prepared = self.prepare(record, None, budget).await;
+                    let prepared = lock(gathering).admit(self, place, prepared)?;
                     self.post_alone(&prepared, budget).await;
-                    Some((place, self.finish(&records[place], prepared, budget).await))
+                    Some((place, self.finish(record, prepared, budget).await))
                 }
             })
             .buffer_unordered(concurrency);
@@ -147,6 +162,7 @@ impl Relay {
             }
         }
         drop(done);
+        let gathering = into_inner(gathering);
         self.post_held(&gathering, budget).await;
         let mut settled = futures::stream::iter(gathering.held)
             .map(|(place, prepared)| async move {

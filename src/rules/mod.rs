@@ -29,9 +29,11 @@
 
 mod digest;
 mod route;
+mod source;
 
 pub use digest::Digest;
 pub use route::Route;
+pub use source::{CursorKind, Source};
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -87,10 +89,12 @@ impl Rule {
     }
 }
 
-/// All rules, with their compiled templates.
+/// All rules, with their compiled templates, and the sources that poll the database for events.
 pub struct Rules {
     rules: HashMap<String, Rule>,
     pub templates: Templates,
+    /// In name order.
+    pub sources: Vec<Source>,
 }
 
 impl std::fmt::Debug for Rules {
@@ -118,6 +122,8 @@ struct RulesFile {
     defaults: Defaults,
     #[serde(default)]
     rules: BTreeMap<String, RuleSpec>,
+    #[serde(default)]
+    sources: BTreeMap<String, source::SourceSpec>,
 }
 
 #[derive(Default, Deserialize)]
@@ -200,9 +206,15 @@ impl Rules {
             let rule = checker.rule(name, spec, &destinations, id_type)?;
             rules.insert(rule.name.clone(), rule);
         }
+        let sources = parsed
+            .sources
+            .into_iter()
+            .map(|(name, spec)| checker.source(name, spec, |kind| rules.contains_key(kind)))
+            .collect::<Result<_, _>>()?;
         Ok(Self {
             rules,
             templates: checker.templates,
+            sources,
         })
     }
 

@@ -240,7 +240,13 @@ min_events = 2
         .find(|p| p["text"] == "<!here> 2 × order.created")
         .unwrap();
     let listed = here["blocks"][1]["text"]["text"].as_str().unwrap();
-    assert!(listed.starts_with("<!here> • Order 4 created"), "{listed}");
+    // Listed as they were looked up: the mention once, in front.
+    assert!(listed.starts_with("<!here> • Order "), "{listed}");
+    assert!(
+        listed.contains("Order 4 created") && listed.contains("Order 5 created"),
+        "{listed}"
+    );
+    assert_eq!(listed.matches("<!here>").count(), 1, "{listed}");
 }
 
 #[tokio::test]

@@ -20,4 +20,5 @@ mod malformed_events;
 mod outcomes;
 mod properties;
 mod runbooks;
+mod sources;
 mod sqs_flow;

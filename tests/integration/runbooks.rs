@@ -182,7 +182,7 @@ fn every_alarm_in_the_template_names_a_runbook_that_exists_and_the_index_maps_it
             );
         }
     }
-    assert_eq!(alarms, 6, "the template's alarms");
+    assert_eq!(alarms, 7, "the template's alarms");
 }
 
 #[test]

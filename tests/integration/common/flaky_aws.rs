@@ -1,5 +1,6 @@
 //! A proxy in front of moto that fails a share of `SendMessage` calls (the relay's DLQ sends) with
-//! HTTP 500, so the "DLQ unavailable" path runs under load. Every other call passes through.
+//! HTTP 500, so the "DLQ unavailable" path runs under load, or one `SendMessageBatch` call of its
+//! choosing (a poll's send failing midway). Every other call passes through.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,6 +16,9 @@ pub struct FlakyAws {
     pub url: String,
     percent: Arc<AtomicU64>,
     pub failed: Arc<AtomicU64>,
+    /// Fails every `SendMessageBatch` call from this number on (from 1; 0 for none), the SDK's
+    /// own retries included.
+    fail_batch_call: Arc<AtomicU64>,
 }
 
 impl FlakyAws {
@@ -25,16 +29,19 @@ impl FlakyAws {
             url: format!("http://{}", listener.local_addr().unwrap()),
             percent: Arc::new(AtomicU64::new(percent)),
             failed: Arc::default(),
+            fail_batch_call: Arc::default(),
         };
         let state = proxy.clone();
         let http = reqwest::Client::new();
         tokio::spawn(async move {
             let counter = Arc::new(AtomicU64::new(0));
+            let batches = Arc::new(AtomicU64::new(0));
             while let Ok((mut stream, _)) = listener.accept().await {
-                let (state, http, counter, upstream) = (
+                let (state, http, counter, batches, upstream) = (
                     state.clone(),
                     http.clone(),
                     counter.clone(),
+                    batches.clone(),
                     upstream.clone(),
                 );
                 tokio::spawn(async move {
@@ -45,8 +52,15 @@ impl FlakyAws {
                             .cloned()
                             .unwrap_or_default();
                         let n = counter.fetch_add(1, Ordering::SeqCst);
-                        let fail = target.ends_with(".SendMessage")
-                            && (n * 37 % 100) < state.percent.load(Ordering::SeqCst);
+                        let batch = target
+                            .ends_with(".SendMessageBatch")
+                            .then(|| batches.fetch_add(1, Ordering::SeqCst) + 1);
+                        let fail = (target.ends_with(".SendMessage")
+                            && (n * 37 % 100) < state.percent.load(Ordering::SeqCst))
+                            || batch.is_some_and(|b| {
+                                let from = state.fail_batch_call.load(Ordering::SeqCst);
+                                from > 0 && b >= from
+                            });
                         let response = if fail {
                             state.failed.fetch_add(1, Ordering::SeqCst);
                             respond(
@@ -90,6 +104,12 @@ impl FlakyAws {
             }
         });
         proxy
+    }
+
+    /// Fails every SendMessageBatch call from the `n`th on (counted from the proxy's start; 0
+    /// stops failing them).
+    pub fn fail_batch_calls_from(&self, n: u64) {
+        self.fail_batch_call.store(n, Ordering::SeqCst);
     }
 
     /// Changes the share of failed SendMessage calls.

@@ -121,8 +121,13 @@ pub fn settings(overrides: &[(&str, &str)]) -> Settings {
 
 /// The SDK configured for moto.
 pub async fn sdk() -> aws_config::SdkConfig {
+    sdk_at(&service("OPSRELAY_TEST_AWS_ENDPOINT")).await
+}
+
+/// The SDK configured for an AWS endpoint at `url` (moto, or a proxy in front of it).
+pub async fn sdk_at(url: &str) -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(service("OPSRELAY_TEST_AWS_ENDPOINT"))
+        .endpoint_url(url)
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(aws_sdk_sqs::config::Credentials::new(
             "test", "test", None, None, "test",
@@ -223,6 +228,19 @@ impl Queues {
             .unwrap();
         (sns, topic)
     }
+}
+
+/// The `opsrelay` binary with `args`, its AWS SDK pointed at moto (the rest of the environment
+/// inherited).
+pub fn opsrelay_at_moto(args: &[&str]) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_opsrelay"));
+    command
+        .args(args)
+        .env("AWS_ENDPOINT_URL", service("OPSRELAY_TEST_AWS_ENDPOINT"))
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test");
+    command
 }
 
 /// Publishes each `(id, message)` to `topic`, ten to a call.
