@@ -819,7 +819,7 @@ def run_moto_checks(check):
             text = json.dumps(body)
             for name in (s.attrs["DeadLetterQueue"]["QueueName"], s.attrs["EventsQueue"]["QueueName"], s.params["FunctionName"]):
                 assert name in text, f"dashboard does not show {name}"
-            for metric in ("Delivered", "Digested", "Dropped", "Retried", "DeadLettered", "EventAge", "Posts", "SlackRateLimited"):
+            for metric in ("Delivered", "Digested", "Dropped", "Retried", "DeadLettered", "EventAge", "Posts", "SlackRateLimited", "CursorAge", "PolledRows", "LateRows"):
                 assert f'["opsrelay", "{metric}"' in text, f"dashboard does not show opsrelay's {metric}"
 
         def delivery():
