@@ -9,10 +9,11 @@ use super::address::ResolverError;
 pub enum LookupError {
     #[error("the database is unavailable: {0}")]
     Unavailable(String),
-    #[error("{} failed: {message}", match .rule { Some(rule) => format!("the query of rule `{rule}`"), None => "logging in to the database".to_string() })]
+    #[error("{} failed: {message}", match .of { Some(of) => format!("the query of {of}"), None => "logging in to the database".to_string() })]
     Query {
-        /// `None` for the login alone (no query).
-        rule: Option<String>,
+        /// What the query belongs to (``rule `order.created` ``, ``source `orders` ``); `None` for
+        /// the login alone.
+        of: Option<String>,
         sqlstate: Option<String>,
         /// MySQL's and MariaDB's error number: their SQLSTATE (often `HY000`) is too coarse to tell a
         /// lock wait timeout from a syntax error.
@@ -63,18 +64,17 @@ impl From<sqlx::Error> for Failed {
 }
 
 impl Failed {
-    /// The lookup error for the query of `rule` (`None`: the login alone).
-    pub(super) fn into_lookup(self, rule: Option<&str>) -> LookupError {
+    /// The lookup error of the query of `of` (``rule `x` ``, ``source `y` ``; `None`: the login).
+    pub(super) fn into_lookup(self, of: Option<String>) -> LookupError {
         let error = match self {
             Failed::Unsupported { column, type_name } => {
                 return LookupError::UnsupportedColumn { column, type_name };
             }
             Failed::Sql(error) => error,
         };
-        let rule = rule.map(str::to_string);
         match (&error, SqlFailure::of(&error)) {
             (sqlx::Error::Database(db), _) => LookupError::Query {
-                rule,
+                of,
                 sqlstate: db.code().map(|c| c.to_string()),
                 mysql_error: db
                     .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
@@ -85,7 +85,7 @@ impl Failed {
                 LookupError::Unavailable(error.to_string())
             }
             (other, SqlFailure::Query) => LookupError::Query {
-                rule,
+                of,
                 sqlstate: None,
                 mysql_error: None,
                 message: other.to_string(),

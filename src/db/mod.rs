@@ -157,7 +157,7 @@ impl Database {
                     _ => None,
                 };
                 self.settle_address(address, sql_error);
-                result.map_err(|e| e.into_lookup(Some(&rule.name)))
+                result.map_err(|e| e.into_lookup(Some(format!("rule `{}`", rule.name))))
             }
             Err(_) => Err(LookupError::Unavailable(format!(
                 "the query of rule `{}` did not finish within {} ms",
@@ -186,7 +186,7 @@ impl Database {
             Pools::Sqlite(pool) => pool.prepare(sql).await.map(names),
         };
         self.settle_address(address, result.as_ref().err());
-        result.map_err(|e| Failed::Sql(e).into_lookup(Some(&rule.name)))
+        result.map_err(|e| Failed::Sql(e).into_lookup(Some(format!("rule `{}`", rule.name))))
     }
 
     /// Runs statements without results (seed data for the local run and tests).

@@ -39,7 +39,7 @@ impl Database {
         match tokio::time::timeout(timeout, run).await {
             Ok(result) => {
                 self.settle_address(address, result.as_ref().err());
-                result.map_err(|e| Failed::Sql(e).into_lookup(Some(what)))
+                result.map_err(|e| Failed::Sql(e).into_lookup(Some(what.to_string())))
             }
             Err(_) => Err(LookupError::Unavailable(format!(
                 "the query of {what} did not finish within {} ms",

@@ -270,7 +270,7 @@ mod tests {
     fn mysql_errors_are_transient_by_number_when_their_sqlstate_is_generic() {
         let query = |number: u16| {
             ProcessError::Lookup(LookupError::Query {
-                rule: Some("r".into()),
+                of: Some("rule `r`".into()),
                 sqlstate: Some("HY000".into()),
                 mysql_error: Some(number),
                 message: "m".into(),
@@ -289,7 +289,7 @@ mod tests {
     fn database_errors_are_transient_by_sqlstate_class() {
         let query = |code: &str| {
             ProcessError::Lookup(LookupError::Query {
-                rule: Some("r".into()),
+                of: Some("rule `r`".into()),
                 sqlstate: Some(code.into()),
                 mysql_error: None,
                 message: "m".into(),

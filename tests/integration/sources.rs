@@ -581,7 +581,7 @@ async fn a_source_whose_query_does_not_return_its_cursor_column_stops_with_a_cle
     let rules = rules(&format!("SELECT id FROM {table}"), "xid", "");
     let (problem, sent) = stopped(&poller, &primary, &rules).await;
     assert!(
-        problem.contains("source `rows`") && problem.contains("xid"),
+        problem.starts_with("the query of source `rows` failed:") && problem.contains("xid"),
         "{problem}"
     );
     assert_eq!(sent, 0);
