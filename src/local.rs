@@ -1,7 +1,9 @@
 //! The local run: the main job on embedded defaults, with no AWS and no servers. Sample events (or
 //! your own) go through the same pipeline as in Lambda, against an SQLite database made from seed
 //! data (or `OPSRELAY_DATABASE_URL`); Slack messages are printed (or posted when a destination's
-//! webhook variable is set); failures go to a local dead-letter file in JSON lines.
+//! webhook variable is set); failures go to a local dead-letter file in JSON lines. The rules'
+//! sources are polled first (the embedded rules get one on the bundled database), with their
+//! cursors in a file beside the dead-letter file, and their events join the samples.
 //!
 //! Each event is "received" up to `OPSRELAY_MAX_RECEIVE_COUNT` times, as SQS would redeliver it, so
 //! the retry and last-receive paths behave as they do in production.
@@ -18,6 +20,9 @@ use crate::deadletter::DeadLetters;
 use crate::pipeline::{Outcome, Relay, Tally};
 use crate::rules::Rules;
 use crate::secret::Secret;
+use crate::source::send::EventQueue;
+use crate::source::store::CursorStore;
+use crate::source::{Polled, Poller};
 
 /// The rules used when `OPSRELAY_RULES` is not set.
 pub const EMBEDDED_RULES: &str = include_str!("defaults/rules.toml");
@@ -25,6 +30,10 @@ pub const EMBEDDED_RULES: &str = include_str!("defaults/rules.toml");
 pub const EMBEDDED_SEED: &str = include_str!("defaults/seed.sql");
 /// The sample events: an SQS batch as Lambda receives it, with a poison event among them.
 pub const EMBEDDED_EVENTS: &str = include_str!("defaults/events.json");
+/// The local run's source on the bundled database, added to the embedded rules.
+pub const EMBEDDED_SOURCES: &str = include_str!("defaults/sources.toml");
+/// The cursor file's name, beside the dead-letter file (unless `OPSRELAY_STATE_FILE` says where).
+pub const CURSOR_FILE: &str = "opsrelay-cursors.json";
 
 /// How long one local "invocation" may take.
 const PASS_TIMEOUT: Duration = Duration::from_secs(60);
@@ -51,6 +60,8 @@ pub struct Summary {
     pub undelivered: usize,
     /// Every pass's counts per rule (the Lambda's metrics).
     pub tally: Tally,
+    /// What the poll of each source did.
+    pub polled: Vec<Polled>,
 }
 
 /// The rules from `OPSRELAY_RULES`, or the embedded ones.
@@ -64,7 +75,13 @@ pub fn rules_or_embedded(settings: &Settings) -> Result<Rules, anyhow::Error> {
 /// Runs the local job.
 pub async fn run(options: &LocalOptions) -> Result<Summary, anyhow::Error> {
     let settings = Settings::from_env()?;
-    let rules = rules_or_embedded(&settings)?;
+    let rules = match &settings.rules_path {
+        Some(_) => settings.load_rules()?,
+        None => Rules::parse(
+            "(embedded rules)",
+            &format!("{EMBEDDED_RULES}\n{EMBEDDED_SOURCES}"),
+        )?,
+    };
     let resolved = config::resolve(
         &settings,
         &rules,
@@ -76,10 +93,13 @@ pub async fn run(options: &LocalOptions) -> Result<Summary, anyhow::Error> {
     resolved.problems.into_result()?;
     let (_scratch, database) =
         database_or_seeded(&settings, resolved.database_url.as_ref()).await?;
-    let events = match &options.events {
+    let mut events = match &options.events {
         Some(path) => read_events(path)?,
         None => serde_json::from_str::<SqsEvent>(EMBEDDED_EVENTS)?.records,
     };
+    let (polled, polled_events) =
+        poll_sources(&settings, &rules, &database, &options.dead_letters).await;
+    events.extend(polled_events);
     let max_receives = settings.max_receive_count;
     let relay = Relay::new(
         settings,
@@ -88,7 +108,10 @@ pub async fn run(options: &LocalOptions) -> Result<Summary, anyhow::Error> {
         resolved.destinations,
         DeadLetters::file(options.dead_letters.clone()),
     )?;
-    let mut summary = Summary::default();
+    let mut summary = Summary {
+        polled,
+        ..Summary::default()
+    };
     let mut pending = events;
     for receive in 1..=max_receives {
         if pending.is_empty() {
@@ -119,6 +142,28 @@ pub async fn run(options: &LocalOptions) -> Result<Summary, anyhow::Error> {
     }
     summary.undelivered = pending.len();
     Ok(summary)
+}
+
+/// Polls the rules' sources once into a queue in memory, their cursors in `OPSRELAY_STATE_FILE` or
+/// beside `dead_letters`: what each poll did, and the events it sent.
+async fn poll_sources(
+    settings: &Settings,
+    rules: &Rules,
+    database: &Database,
+    dead_letters: &Path,
+) -> (Vec<Polled>, Vec<SqsMessage>) {
+    if rules.sources.is_empty() {
+        return (Vec::new(), Vec::new());
+    }
+    let file = (settings.poll.state_file.clone())
+        .unwrap_or_else(|| dead_letters.with_file_name(CURSOR_FILE));
+    let poller = Poller {
+        store: CursorStore::File(file),
+        queue: EventQueue::Memory(Default::default()),
+        query_timeout: settings.db.query_timeout,
+    };
+    let report = (poller.poll(database, &rules.sources, Instant::now() + PASS_TIMEOUT)).await;
+    (report, poller.queue.take())
 }
 
 /// The configured database, or a scratch SQLite database seeded with the sample data (kept while

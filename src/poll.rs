@@ -7,8 +7,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::config::Problems;
-use crate::human::Age;
-use crate::source::{Polled, Poller};
+use crate::source::Poller;
 
 /// How long one poll of every source may take before it stops, when it is not repeated.
 const ONCE: Duration = Duration::from_secs(60);
@@ -39,7 +38,7 @@ pub async fn run(every: Option<Duration>) -> Result<ExitCode, anyhow::Error> {
             .poll(database, sources, started + every.unwrap_or(ONCE))
             .await;
         for polled in &report {
-            println!("{}", line(polled));
+            println!("{}", polled.line());
         }
         let Some(every) = every else {
             let failed = report.iter().any(|p| p.problem.is_some());
@@ -54,16 +53,4 @@ pub async fn run(every: Option<Duration>) -> Result<ExitCode, anyhow::Error> {
             _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
         }
     }
-}
-
-/// `orders: 120 sent (3 late), caught up 2 s ago` or why it stopped.
-fn line(polled: &Polled) -> String {
-    let status = match &polled.problem {
-        Some(problem) => format!("stopped: {problem}"),
-        None => format!("caught up {} ago", Age(polled.cursor_age)),
-    };
-    format!(
-        "{}: {} sent ({} late), {status}",
-        polled.source, polled.sent, polled.late
-    )
 }

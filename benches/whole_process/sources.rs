@@ -52,7 +52,7 @@ async fn table(primary: &sqlx::PgPool) -> String {
 fn poller(client: aws_sdk_sqs::Client, url: &str, dir: &std::path::Path) -> Poller {
     Poller {
         store: CursorStore::File(dir.join(format!("{}.json", unique("cursors")))),
-        queue: EventQueue {
+        queue: EventQueue::Sqs {
             client,
             url: url.to_string(),
         },

@@ -138,6 +138,9 @@ async fn run_local(
         dead_letters: dead_letters.clone(),
     })
     .await?;
+    for polled in &summary.polled {
+        println!("Source {}", polled.line());
+    }
     println!(
         "\nSummary: {} delivered, {} retried, {} dead-lettered{}{}",
         summary.delivered,
@@ -161,7 +164,8 @@ async fn run_local(
             dead_letters.display()
         );
     }
-    Ok(if summary.undelivered > 0 {
+    let stopped = summary.polled.iter().any(|p| p.problem.is_some());
+    Ok(if summary.undelivered > 0 || stopped {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS

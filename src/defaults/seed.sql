@@ -20,4 +20,6 @@ INSERT INTO orders VALUES
     (43, 'Smith & Sons <!channel>', 'buyers@smith.example', '18.00', 'USD', 'pending', '2026-11-30 08:05:00',
      'Please call <@U024BE7LH> before delivery & leave it at <https://evil.example|the door>');
 INSERT INTO users VALUES
-    (7, 'Grace Hopper', 'team', NULL);
+    (7, 'Grace Hopper', 'team', NULL),
+    (8, 'Katherine Johnson', 'free', 'Grace Hopper'),
+    (9, 'Margaret Hamilton', 'free', NULL);

@@ -9,6 +9,10 @@
 //! - `timestamp` (any engine): the query returns `ts`; rows are read in `(ts, id)` order up to the
 //!   database's clock less `delay`, and a trailing `window` is read again for rows committed late
 //!   (sent then as late events, never twice).
+//! - `id` (any engine): the query returns `id` alone, an increasing id; an id is dated by the
+//!   database's clock when a poll first sees it as the highest, rows are read in id order up to the
+//!   highest id seen `delay` ago, and ids of the trailing `window` are read again for rows
+//!   committed late (an id taken by a transaction that commits after a higher one).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +25,7 @@ use crate::human::parse_duration;
 /// Rows one poll of a source reads at most.
 pub const DEFAULT_BATCH: usize = 500;
 pub const MAX_BATCH: usize = 10_000;
-/// A timestamp cursor's defaults: how far behind the database's clock it reads, and how far back it
+/// A timestamp or id cursor's defaults: how far behind the database's clock it reads, and how far back it
 /// reads again for rows committed late.
 pub const DEFAULT_DELAY: Duration = Duration::from_secs(5);
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(600);
@@ -34,6 +38,9 @@ pub enum CursorKind {
     Xid,
     /// `(ts, id)` behind the database's clock, with a trailing window read again.
     Timestamp,
+    /// An increasing `id`, dated by the database's clock when first seen, with the same delay and
+    /// trailing window.
+    Id,
 }
 
 impl CursorKind {
@@ -42,6 +49,16 @@ impl CursorKind {
         match self {
             CursorKind::Xid => &["id", "xid"],
             CursorKind::Timestamp => &["id", "ts"],
+            CursorKind::Id => &["id"],
+        }
+    }
+
+    /// Its name in the rules file.
+    pub fn name(self) -> &'static str {
+        match self {
+            CursorKind::Xid => "xid",
+            CursorKind::Timestamp => "timestamp",
+            CursorKind::Id => "id",
         }
     }
 }

@@ -17,6 +17,7 @@ use tokio::time::Instant;
 
 use crate::config::Settings;
 use crate::db::Database;
+use crate::human::Age;
 use crate::metrics::{Emf, Unit};
 use crate::rules::{CursorKind, Source};
 use cursor::Cursor;
@@ -35,6 +36,20 @@ pub struct Polled {
     pub cursor_age: Duration,
     /// Why it stopped short, if it did.
     pub problem: Option<String>,
+}
+
+impl Polled {
+    /// `orders: 120 sent (3 late), caught up 2 s ago`, or why it stopped.
+    pub fn line(&self) -> String {
+        let status = match &self.problem {
+            Some(problem) => format!("stopped: {problem}"),
+            None => format!("caught up {} ago", Age(self.cursor_age)),
+        };
+        format!(
+            "{}: {} sent ({} late), {status}",
+            self.source, self.sent, self.late
+        )
+    }
 }
 
 /// Why a poll of a source stopped.
@@ -89,7 +104,7 @@ impl Poller {
         let client = aws_sdk_sqs::Client::new(sdk);
         Some(Self {
             store,
-            queue: EventQueue { client, url },
+            queue: EventQueue::Sqs { client, url },
             query_timeout: settings.db.query_timeout,
         })
     }
@@ -159,20 +174,9 @@ impl Poller {
     ) -> Result<More, PollError> {
         let stored = self.store.load(&source.name).await?;
         let mut state = stored.state.clone();
-        let cursor = match &state.cursor {
-            Some(cursor) if cursor.kind() != source.cursor => {
-                return Err(PollError::OtherKind {
-                    name: source.name.clone(),
-                    place: self.store.place(),
-                    stored: cursor.kind(),
-                    wanted: source.cursor,
-                });
-            }
-            Some(cursor) => cursor.clone(),
-            None => Cursor::start(source.cursor),
-        };
         let timeout = self.query_timeout;
         read::no_nulls(database, source, timeout).await?;
+        let cursor = self.cursor(database, source, &state).await?;
         let rows = read::after(database, source, &cursor, timeout).await?;
         let late = self.late_rows(database, source, &cursor).await?;
         let sent_late = self.queue.send(source, &late).await;
@@ -218,26 +222,56 @@ impl Poller {
         }
     }
 
-    /// The rows of a timestamp cursor's trailing window it has not sent: those that committed late.
+    /// The cursor `state` holds for `source` (its start before the first row), of the source's kind;
+    /// an `id` cursor with what this poll sees (the highest id, by the database's clock).
+    async fn cursor(
+        &self,
+        database: &Database,
+        source: &Source,
+        state: &cursor::State,
+    ) -> Result<Cursor, PollError> {
+        let cursor = match &state.cursor {
+            Some(cursor) if cursor.kind() != source.cursor => {
+                return Err(PollError::OtherKind {
+                    name: source.name.clone(),
+                    place: self.store.place(),
+                    stored: cursor.kind(),
+                    wanted: source.cursor,
+                });
+            }
+            Some(cursor) => cursor.clone(),
+            None => Cursor::start(source.cursor),
+        };
+        if source.cursor != CursorKind::Id {
+            return Ok(cursor);
+        }
+        let (highest, now) = read::highest(database, source, self.query_timeout).await?;
+        let micros = |d: Duration| i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
+        Ok(cursor.marked(highest, now, micros(source.delay), micros(source.window)))
+    }
+
+    /// The rows of a cursor's trailing window it has not sent: those that committed late.
     async fn late_rows(
         &self,
         database: &Database,
         source: &Source,
         cursor: &Cursor,
     ) -> Result<Vec<SourceRow>, PollError> {
-        let Cursor::Timestamp { sent, .. } = cursor else {
-            return Ok(Vec::new());
+        let unsent = |row: &SourceRow| match cursor {
+            Cursor::Xid { .. } => false,
+            Cursor::Timestamp { sent, .. } => {
+                !sent.iter().any(|(at, id)| *id == row.id && *at == row.at)
+            }
+            Cursor::Id { sent, .. } => !sent.contains(row.id),
         };
         let window = read::window(database, source, cursor, self.query_timeout).await?;
-        Ok(window
-            .into_iter()
-            .filter(|row| !sent.iter().any(|(at, id)| *id == row.id && *at == row.at))
-            .collect())
+        Ok(window.into_iter().filter(unsent).collect())
     }
 }
 
-/// The cursor past `late` and `rows` (both sent): for `xid`, the last row; for `timestamp`, the last
-/// row of the main read, and every row sent within the window kept as sent.
+/// The cursor past `late` and `rows` (both sent): for `xid`, the last row; for `timestamp` and
+/// `id`, the last row of the main read, and the newest rows sent within the window (at most
+/// [`cursor::MAX_SENT`]) kept as sent.
 fn advance(source: &Source, cursor: Cursor, late: &[SourceRow], rows: &[SourceRow]) -> Cursor {
     match cursor {
         Cursor::Xid { xid, id } => match rows.last() {
@@ -259,7 +293,29 @@ fn advance(source: &Source, cursor: Cursor, late: &[SourceRow], rows: &[SourceRo
                 (Some(at), Some(oldest)) => at >= oldest,
                 _ => true,
             });
+            // The text sorts as the time it prints: `YYYY-MM-DD HH:MM:SS.ffffff`.
+            sent.sort_unstable();
+            sent.drain(..sent.len().saturating_sub(cursor::MAX_SENT));
             Cursor::Timestamp { ts, id, sent }
+        }
+        Cursor::Id {
+            id,
+            upto,
+            floor,
+            mut sent,
+            marks,
+        } => {
+            for row in late.iter().chain(rows) {
+                sent.insert(row.id);
+            }
+            sent.keep_highest(cursor::MAX_SENT as u64);
+            Cursor::Id {
+                id: rows.last().map_or(id, |last| last.id),
+                upto,
+                floor,
+                sent,
+                marks,
+            }
         }
     }
 }

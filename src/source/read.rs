@@ -1,17 +1,15 @@
 //! The reads of one poll, as SQL generated around the source's own query (which returns `id` and the
 //! cursor columns), per cursor kind and engine: the rows after the cursor in the source's order (for
-//! `xid`, below the horizon; for `timestamp`, behind the database's clock by `delay`), the rows of
-//! the trailing window (for `timestamp`), a NULL check, and PostgreSQL's horizon. Every column is
-//! read as text, so that a cursor keeps the database's exact value.
+//! `xid`, below the horizon; for `timestamp`, behind the database's clock by `delay`; for `id`, up to
+//! the highest id seen `delay` ago), the newest rows of the trailing window (for `timestamp` and
+//! `id`), a NULL check, the highest id and the database's clock (for `id`), and PostgreSQL's
+//! horizon. Every column is read as text, so that a cursor keeps the database's exact value.
 
 use std::time::Duration;
 
-use super::cursor::Cursor;
+use super::cursor::{Cursor, MAX_SENT};
 use crate::db::{Database, LookupError, Param, TextRow};
 use crate::rules::{CursorKind, Source};
-
-/// Rows the trailing window gives back at most in one poll.
-pub const MAX_LATE: usize = 10_000;
 
 /// A row a poll read: its id, and its cursor value (`xid`, or `ts` as the database prints it).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,13 +40,14 @@ pub enum ReadError {
         value: String,
     },
     #[error(
-        "source `{name}`: a cursor of kind {kind} needs {needs}, and the database is {engine}: choose cursor = \"timestamp\", or read from PostgreSQL"
+        "source `{name}`: a cursor of kind {kind} needs {needs}, and the database is {engine}: {fix}"
     )]
     Engine {
         name: String,
         kind: &'static str,
         needs: &'static str,
         engine: &'static str,
+        fix: &'static str,
     },
 }
 
@@ -58,6 +57,9 @@ struct Dialect {
     ts_text: &'static str,
     now_less_us: &'static str,
     ts_param: &'static str,
+    interval_us: &'static str,
+    /// The database's clock, in microseconds since the epoch.
+    now_us: &'static str,
     placeholder: fn(usize) -> String,
 }
 
@@ -68,13 +70,27 @@ fn dialect(database: &Database) -> Dialect {
             ts_text: "to_char(s.ts, 'YYYY-MM-DD HH24:MI:SS.US')",
             now_less_us: "clock_timestamp() - make_interval(secs => {} / 1000000.0)",
             ts_param: "CAST({} AS TIMESTAMP)",
+            interval_us: "make_interval(secs => {} / 1000000.0)",
+            now_us: "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000 AS BIGINT)",
             placeholder: |n| format!("${n}"),
+        },
+        // SQLite (the local run) reads `id` cursors only ([`supports`]): no timestamp pieces.
+        "sqlite" => Dialect {
+            text: "TEXT",
+            ts_text: "",
+            now_less_us: "",
+            ts_param: "",
+            interval_us: "",
+            now_us: "CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER)",
+            placeholder: |_| "?".into(),
         },
         _ => Dialect {
             text: "CHAR",
             ts_text: "DATE_FORMAT(s.ts, '%Y-%m-%d %H:%i:%s.%f')",
             now_less_us: "NOW(6) - INTERVAL {} MICROSECOND",
             ts_param: "CAST({} AS DATETIME(6))",
+            interval_us: "INTERVAL {} MICROSECOND",
+            now_us: "CAST(UNIX_TIMESTAMP(NOW(6)) * 1000000 AS SIGNED)",
             placeholder: |_| "?".into(),
         },
     }
@@ -101,6 +117,7 @@ fn select(source: &Source, d: &Dialect) -> String {
     let at = match source.cursor {
         CursorKind::Xid => "CAST(s.xid AS TEXT)".to_string(),
         CursorKind::Timestamp => d.ts_text.to_string(),
+        CursorKind::Id => format!("CAST(s.id AS {})", d.text),
     };
     format!(
         "SELECT CAST(s.id AS {}), {at} FROM ({}) AS s",
@@ -115,10 +132,10 @@ pub async fn after(
     cursor: &Cursor,
     timeout: Duration,
 ) -> Result<Vec<SourceRow>, ReadError> {
+    supports(database, source)?;
     let d = dialect(database);
     let (condition, params) = match cursor {
         Cursor::Xid { xid, id } => {
-            needs_postgres(database, source)?;
             let condition = "(s.xid, s.id) > (CAST({} AS xid8), {}) \
                  AND s.xid < pg_snapshot_xmin(pg_current_snapshot()) ORDER BY s.xid, s.id";
             (
@@ -135,6 +152,15 @@ pub async fn after(
             let ts = Param::Text(ts.clone());
             (condition, vec![delay, ts.clone(), ts, Param::Int(*id)])
         }
+        Cursor::Id { upto: None, .. } => return Ok(Vec::new()),
+        Cursor::Id {
+            id,
+            upto: Some(upto),
+            ..
+        } => (
+            "s.id > {} AND s.id <= {} ORDER BY s.id".to_string(),
+            vec![Param::Int(*id), Param::Int(*upto)],
+        ),
     };
     // Only the generated condition gets placeholders: the source's query may hold braces.
     let sql = format!(
@@ -146,34 +172,72 @@ pub async fn after(
     rows(database, source, &sql, &params, timeout).await
 }
 
-/// The rows of a timestamp cursor's trailing window: from `window` before its `ts` up to it.
+/// The newest rows of a cursor's trailing window (at most [`MAX_SENT`], as many as it remembers as
+/// sent), in the source's order: for `timestamp`, from `window` before its `ts` up to it; for `id`,
+/// above its floor up to its id.
 pub async fn window(
     database: &Database,
     source: &Source,
     cursor: &Cursor,
     timeout: Duration,
 ) -> Result<Vec<SourceRow>, ReadError> {
-    let Cursor::Timestamp { ts, id, .. } = cursor else {
-        return Ok(Vec::new());
-    };
     let d = dialect(database);
-    let interval = match database.engine() {
-        "postgres" => "make_interval(secs => {} / 1000000.0)",
-        _ => "INTERVAL {} MICROSECOND",
+    let (condition, params) = match cursor {
+        Cursor::Xid { .. } => return Ok(Vec::new()),
+        Cursor::Timestamp { ts, id, .. } => {
+            let condition = format!(
+                "s.ts >= {} - {} AND (s.ts < {} OR (s.ts = {} AND s.id <= {{}})) ORDER BY s.ts DESC, s.id DESC",
+                d.ts_param, d.interval_us, d.ts_param, d.ts_param
+            );
+            let ts = Param::Text(ts.clone());
+            let window = Param::Int(source.window.as_micros() as i64);
+            (
+                condition,
+                vec![ts.clone(), window, ts.clone(), ts, Param::Int(*id)],
+            )
+        }
+        Cursor::Id { id, floor, .. } => (
+            "s.id > {} AND s.id <= {} ORDER BY s.id DESC".to_string(),
+            vec![Param::Int(*floor), Param::Int(*id)],
+        ),
     };
-    let condition = format!(
-        "s.ts >= {} - {interval} AND (s.ts < {} OR (s.ts = {} AND s.id <= {{}})) ORDER BY s.ts, s.id",
-        d.ts_param, d.ts_param, d.ts_param
-    );
     let sql = format!(
-        "{} WHERE {} LIMIT {MAX_LATE}",
+        "{} WHERE {} LIMIT {MAX_SENT}",
         select(source, &d),
         d.sql(&condition)
     );
-    let ts = Param::Text(ts.clone());
-    let window = Param::Int(source.window.as_micros() as i64);
-    let params = [ts.clone(), window, ts.clone(), ts, Param::Int(*id)];
-    rows(database, source, &sql, &params, timeout).await
+    let mut newest_first = rows(database, source, &sql, &params, timeout).await?;
+    newest_first.reverse();
+    Ok(newest_first)
+}
+
+/// For an `id` cursor: the highest id its query returns now (`None`: no row), and the database's
+/// clock (µs since the epoch), which dates it.
+pub async fn highest(
+    database: &Database,
+    source: &Source,
+    timeout: Duration,
+) -> Result<(Option<i64>, i64), ReadError> {
+    let d = dialect(database);
+    let sql = format!(
+        "SELECT CAST(MAX(s.id) AS {text}), CAST({} AS {text}) FROM ({}) AS s",
+        d.now_us,
+        source.query,
+        text = d.text
+    );
+    let what = format!("source `{}`", source.name);
+    let found = database.text_rows(&what, &sql, &[], timeout).await?;
+    let mut row = found.into_iter().next().unwrap_or_default().into_iter();
+    let integer = |value: String| {
+        value.parse::<i64>().map_err(|_| ReadError::NotInteger {
+            name: source.name.clone(),
+            column: "id",
+            value,
+        })
+    };
+    let highest = row.next().flatten().map(integer).transpose()?;
+    let now = row.next().flatten().unwrap_or_default();
+    Ok((highest, now.parse().unwrap_or_default()))
 }
 
 /// Reads the source as a poll does, no row kept: fails when its query does not return its cursor
@@ -183,9 +247,7 @@ pub async fn probe(
     source: &Source,
     timeout: Duration,
 ) -> Result<(), ReadError> {
-    if source.cursor == CursorKind::Xid {
-        needs_postgres(database, source)?;
-    }
+    supports(database, source)?;
     let d = dialect(database);
     let sql = format!("{} LIMIT 0", select(source, &d));
     rows(database, source, &sql, &[], timeout).await.map(drop)
@@ -199,7 +261,7 @@ pub async fn no_nulls(
     timeout: Duration,
 ) -> Result<(), ReadError> {
     let d = dialect(database);
-    let column = source.cursor.columns()[1];
+    let column = cursor_column(source);
     let sql = format!(
         "SELECT CAST(s.id AS {}) FROM ({}) AS s WHERE s.id IS NULL OR s.{column} IS NULL LIMIT 1",
         d.text, source.query
@@ -226,7 +288,7 @@ pub async fn horizon(
     source: &Source,
     timeout: Duration,
 ) -> Result<(String, String), ReadError> {
-    needs_postgres(database, source)?;
+    supports(database, source)?;
     let sql = "SELECT CAST(pg_snapshot_xmin(s) AS TEXT), CAST(pg_snapshot_xmax(s) AS TEXT) \
                FROM pg_current_snapshot() AS s";
     let what = format!("source `{}`", source.name);
@@ -237,16 +299,34 @@ pub async fn horizon(
     Ok((xmin, xmax))
 }
 
-fn needs_postgres(database: &Database, source: &Source) -> Result<(), ReadError> {
-    if database.engine() == "postgres" {
-        return Ok(());
-    }
+/// Whether the database can give the source's cursor: `xid` needs PostgreSQL, `timestamp` a
+/// server's clock and types (PostgreSQL, MySQL, MariaDB), `id` any engine.
+fn supports(database: &Database, source: &Source) -> Result<(), ReadError> {
+    let (needs, fix) = match (source.cursor, database.engine()) {
+        (CursorKind::Xid, "postgres")
+        | (CursorKind::Timestamp, "postgres" | "mysql")
+        | (CursorKind::Id, _) => return Ok(()),
+        (CursorKind::Xid, _) => (
+            "PostgreSQL's transaction ids",
+            "choose cursor = \"timestamp\" or \"id\", or read from PostgreSQL",
+        ),
+        (CursorKind::Timestamp, _) => (
+            "PostgreSQL, MySQL or MariaDB",
+            "choose cursor = \"id\", or read from one of those",
+        ),
+    };
     Err(ReadError::Engine {
         name: source.name.clone(),
-        kind: "xid",
-        needs: "PostgreSQL's transaction ids",
+        kind: source.cursor.name(),
+        needs,
         engine: database.engine(),
+        fix,
     })
+}
+
+/// The column besides `id` that orders the source's rows (`id` itself for an `id` cursor).
+fn cursor_column(source: &Source) -> &'static str {
+    source.cursor.columns().last().copied().unwrap_or("id")
 }
 
 async fn rows(
@@ -265,7 +345,7 @@ async fn rows(
 
 fn source_row(source: &Source, row: TextRow) -> Result<SourceRow, ReadError> {
     let mut columns = row.into_iter();
-    let column = source.cursor.columns()[1];
+    let column = cursor_column(source);
     let (id, at) = (columns.next().flatten(), columns.next().flatten());
     let null = |column| ReadError::Null {
         name: source.name.clone(),

@@ -22,13 +22,50 @@ fn text(bytes: &[u8]) -> String {
 }
 
 #[test]
+fn the_local_run_polls_the_bundled_database_as_a_source_and_remembers_its_cursor_beside_the_dead_letters()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let first = text(&opsrelay(&["local"], &[], dir.path()).stdout);
+    assert!(
+        first.contains("Source free_signups: 2 sent (0 late), caught up"),
+        "{first}"
+    );
+    for name in ["Katherine Johnson", "Margaret Hamilton"] {
+        let posted = format!("\"text\": \"{name} signed up on the free plan\"");
+        assert!(first.contains(&posted), "{name} in {first}");
+    }
+    let cursors = std::fs::read_to_string(dir.path().join("opsrelay-cursors.json")).unwrap();
+    assert!(cursors.contains("\"kind\": \"id\""), "{cursors}");
+    let again = text(&opsrelay(&["local"], &[], dir.path()).stdout);
+    assert!(again.contains("Source free_signups: 0 sent"), "{again}");
+    assert!(again.contains("Summary: 4 delivered"), "{again}");
+}
+
+#[test]
+fn a_local_source_whose_cursor_sqlite_cannot_give_stops_with_the_fix_and_exit_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = format!(
+        "{}\n[sources.\"late\"]\nevent_type = \"order.created\"\nquery = \"SELECT id, placed_at AS ts FROM orders\"\ncursor = \"timestamp\"\n",
+        opsrelay::local::EMBEDDED_RULES
+    );
+    std::fs::write(dir.path().join("rules.toml"), rules).unwrap();
+    let out = opsrelay(&["local"], &[("OPSRELAY_RULES", "rules.toml")], dir.path());
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("Source late: 0 sent (0 late), stopped: source `late`: a cursor of kind timestamp needs PostgreSQL, MySQL or MariaDB, and the database is sqlite: choose cursor = \"id\""),
+        "{stdout}"
+    );
+}
+
+#[test]
 fn the_local_run_delivers_the_samples_and_dead_letters_the_poison_ones_with_reasons() {
     let dir = tempfile::tempdir().unwrap();
     let out = opsrelay(&["local"], &[], dir.path());
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     assert!(
-        stdout.contains("Summary: 4 delivered, 0 retried, 3 dead-lettered"),
+        stdout.contains("Summary: 6 delivered, 0 retried, 3 dead-lettered"),
         "{stdout}"
     );
     assert!(
@@ -91,7 +128,11 @@ async fn the_local_run_posts_when_a_webhook_is_set_and_never_logs_it() {
     .await
     .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert_eq!(slack.delivered().len(), 4, "posted after one 503");
+    assert_eq!(
+        slack.delivered().len(),
+        6,
+        "posted after one 503 (4 samples, 2 from the source)"
+    );
     let all = text(&out.stdout) + &text(&out.stderr);
     assert!(all.contains("Retrying the Slack post."), "{all}");
     assert!(

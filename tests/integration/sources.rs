@@ -1,5 +1,5 @@
 //! The database as the source: sources polled from a real PostgreSQL hot standby (the `xid` cursor)
-//! and MariaDB (the `timestamp` cursor) while writers commit transactions of random length, into
+//! and MariaDB (the `timestamp` and `id` cursors) while writers commit transactions of random length, into
 //! a queue in moto, with the cursors in moto's DynamoDB or a file. Every row written must become an
 //! event; duplicates are counted and bounded.
 
@@ -74,7 +74,7 @@ async fn state_table() -> (aws_sdk_dynamodb::Client, String) {
 fn poller(store: CursorStore, client: aws_sdk_sqs::Client, url: &str) -> Poller {
     Poller {
         store,
-        queue: EventQueue {
+        queue: EventQueue::Sqs {
             client,
             url: url.to_string(),
         },
@@ -103,7 +103,8 @@ fn database(url: &str) -> Database {
     Database::connect_lazy(&Secret::new(url.to_string()), &settings(&[]).db).unwrap()
 }
 
-/// Every event in `queue`, as `(id, cursor value)` from its cursor attribute, with duplicates.
+/// Every event in `queue`, as `(id, cursor value)` from its cursor attribute (the value empty for an
+/// `id` cursor, whose attribute is the id alone), with duplicates.
 async fn events(client: &aws_sdk_sqs::Client, queue: &str) -> Vec<(i64, String)> {
     drain(client, queue)
         .await
@@ -112,7 +113,7 @@ async fn events(client: &aws_sdk_sqs::Client, queue: &str) -> Vec<(i64, String)>
             let cursor = message.message_attributes().unwrap()[CURSOR_ATTRIBUTE]
                 .string_value()
                 .unwrap();
-            let (at, id) = cursor.rsplit_once('/').unwrap();
+            let (at, id) = cursor.rsplit_once('/').unwrap_or(("", cursor));
             (id.parse().unwrap(), at.to_string())
         })
         .collect()
@@ -319,21 +320,27 @@ fn total(polls: &[Vec<Polled>], of: impl Fn(&Polled) -> usize) -> usize {
     polls.iter().flatten().map(of).sum()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_timestamp_cursor_sends_rows_that_commit_late_as_late_events_and_misses_none_within_the_window()
- {
+/// Three MariaDB writers on a fresh table for 5 s while `kind`'s source (1 s delay, 30 s window)
+/// is polled every 200 ms, then twice more once they are done: the rows written, every event in
+/// the queue, and the polls' reports.
+async fn polled_while_mariadb_writes(
+    kind: &str,
+    columns: &str,
+) -> (
+    BTreeSet<(i64, String)>,
+    Vec<(i64, String)>,
+    Vec<Vec<Polled>>,
+) {
     let (url, table) = mariadb_table().await;
     let queues = queues(5, 30).await;
     let dir = tempfile::tempdir().unwrap();
-    let store = CursorStore::File(dir.path().join("cursors.json"));
-    let poller = poller(store, queues.client.clone(), &queues.source);
+    let poller = file_poller(&queues, &dir);
     let rules = rules(
-        &format!("SELECT id, ts FROM {table}"),
-        "timestamp",
+        &format!("SELECT {columns} FROM {table}"),
+        kind,
         "delay = \"1s\"\nwindow = \"30s\"\n",
     );
     let database = database(&url);
-
     let written: Written = Arc::default();
     let writers = futures::future::join_all((7..=9).map(|seed| {
         let run = Duration::from_secs(5);
@@ -355,26 +362,29 @@ async fn the_timestamp_cursor_sends_rows_that_commit_late_as_late_events_and_mis
         polls
     };
     let (_, mut polls) = tokio::join!(writers, polls);
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
     for _ in 0..2 {
-        polls.push(
-            poller
-                .poll(
-                    &database,
-                    &rules.sources,
-                    Instant::now() + Duration::from_secs(30),
-                )
-                .await,
-        );
+        // Past the delay, so that the last rows are due.
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        let far = Instant::now() + Duration::from_secs(30);
+        polls.push(poller.poll(&database, &rules.sources, far).await);
     }
-
     let written = written.lock().unwrap().clone();
-    let events = events(&queues.client, &queues.source).await;
-    let seen: BTreeSet<(i64, String)> = events.iter().cloned().collect();
+    (written, events(&queues.client, &queues.source).await, polls)
+}
+
+/// Checks that every row `written` is among `events` once, that no poll stopped, and that some
+/// rows came late; prints the counts under `label`.
+fn every_row_once_some_late<K: Ord + Clone + std::fmt::Debug>(
+    label: &str,
+    written: &BTreeSet<K>,
+    events: &[K],
+    polls: &[Vec<Polled>],
+) {
+    let seen: BTreeSet<K> = events.iter().cloned().collect();
     let missed: Vec<_> = written.difference(&seen).collect();
-    let late = total(&polls, |p| p.late);
+    let late = total(polls, |p| p.late);
     println!(
-        "timestamp cursor on MariaDB: {} rows, {} events, late {late}, missed {}, duplicates {}",
+        "{label}: {} rows, {} events, late {late}, missed {}, duplicates {}",
         written.len(),
         events.len(),
         missed.len(),
@@ -386,10 +396,85 @@ async fn the_timestamp_cursor_sends_rows_that_commit_late_as_late_events_and_mis
     );
     assert!(missed.is_empty(), "missed: {missed:?}");
     assert_eq!(events.len(), seen.len(), "a late row is sent once");
-    assert!(
-        late > 0,
-        "transactions longer than the delay commit late rows"
-    );
+    assert!(late > 0, "rows held longer than the delay commit late");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_timestamp_cursor_sends_rows_that_commit_late_as_late_events_and_misses_none_within_the_window()
+ {
+    let (written, events, polls) = polled_while_mariadb_writes("timestamp", "id, ts").await;
+    every_row_once_some_late("timestamp cursor on MariaDB", &written, &events, &polls);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_id_cursor_sends_ids_that_commit_after_higher_ones_as_late_events_and_misses_none() {
+    let (written, events, polls) = polled_while_mariadb_writes("id", "id").await;
+    let written: BTreeSet<i64> = written.iter().map(|(id, _)| *id).collect();
+    let ids: Vec<i64> = events.iter().map(|(id, _)| *id).collect();
+    every_row_once_some_late("id cursor on MariaDB", &written, &ids, &polls);
+}
+
+/// A PostgreSQL table with a sequence's ids, for an `id` source.
+async fn serial_table(pool: &sqlx::PgPool) -> String {
+    let table = unique("serial").replace('-', "_");
+    let create = format!("CREATE TABLE {table} (id BIGSERIAL PRIMARY KEY, note TEXT)");
+    sqlx::query(sqlx::AssertSqlSafe(create))
+        .execute(pool)
+        .await
+        .unwrap();
+    table
+}
+
+/// Inserts a row into `table` within `tx` (open) or at once; its id.
+async fn insert_serial<'c, E: sqlx::PgExecutor<'c>>(executor: E, table: &str) -> i64 {
+    let insert = format!("INSERT INTO {table} (note) VALUES ('x') RETURNING id");
+    let (id,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(insert))
+        .fetch_one(executor)
+        .await
+        .unwrap();
+    id
+}
+
+/// On PostgreSQL: an id taken by a transaction still open while a higher one commits and is sent;
+/// what each of three polls sends (and of it, late) when the transaction commits after the second.
+async fn an_id_committed_after_a_higher_one(window: &str, wait: Duration) -> Vec<(usize, usize)> {
+    let url = service("OPSRELAY_TEST_POSTGRES_URL");
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let table = serial_table(&pool).await;
+    let queues = queues(5, 30).await;
+    let dir = tempfile::tempdir().unwrap();
+    let poller = file_poller(&queues, &dir);
+    let extra = format!("delay = \"0s\"\nwindow = \"{window}\"\n");
+    let rules = rules(&format!("SELECT id FROM {table}"), "id", &extra);
+    let database = database(&url);
+    let far = || Instant::now() + Duration::from_secs(30);
+    let mut open = pool.begin().await.unwrap();
+    let held = insert_serial(&mut *open, &table).await;
+    assert!(insert_serial(&pool, &table).await > held);
+    let mut polls = Vec::new();
+    let poll = async || {
+        let polled = poller.poll(&database, &rules.sources, far()).await;
+        assert_eq!(polled[0].problem, None);
+        (polled[0].sent, polled[0].late)
+    };
+    polls.push(poll().await);
+    tokio::time::sleep(wait).await;
+    polls.push(poll().await);
+    open.commit().await.unwrap();
+    polls.push(poll().await);
+    polls
+}
+
+#[tokio::test]
+async fn an_id_committed_after_a_higher_one_is_sent_late_within_the_window() {
+    let polls = an_id_committed_after_a_higher_one("30s", Duration::ZERO).await;
+    assert_eq!(polls, [(1, 0), (0, 0), (1, 1)]);
+}
+
+#[tokio::test]
+async fn an_id_committed_later_than_the_trailing_window_is_missed_as_documented() {
+    let polls = an_id_committed_after_a_higher_one("1s", Duration::from_millis(1_200)).await;
+    assert_eq!(polls, [(1, 0), (0, 0), (0, 0)]);
 }
 
 #[tokio::test]
