@@ -4,6 +4,8 @@
 # (PostgreSQL for the lookups) and runs benches/whole_process.rs, which prints the table.
 #   bash benches/perf.sh
 # OPSRELAY_PERF_ONLY=throughput (or sources) prints only those rows, to set beside another build's.
+# OPSRELAY_PERF_ONLY=builds sets this build beside OPSRELAY_PERF_BASELINE_BOOTSTRAP (another build's
+# bootstrap) in the same run: events/s, CPU and instructions (valgrind's callgrind) per event.
 # The in-process figures per event come from criterion: `cargo bench --bench parse_render`.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -9,6 +9,8 @@
 //! paths in `OPSRELAY_PERF_*`.
 
 // The tests' stand-ins and relay builder.
+#[path = "whole_process/builds.rs"]
+mod builds;
 #[path = "whole_process/burst.rs"]
 mod burst;
 #[path = "../tests/integration/common/mod.rs"]
@@ -570,6 +572,56 @@ fn source_rows(f: &sources::SourceFigures) {
     );
 }
 
+/// This build beside `OPSRELAY_PERF_BASELINE_BOOTSTRAP`, in interleaved rounds: each round's
+/// figures, then the medians' ratios.
+async fn build_rows(setup: &Setup) {
+    let baseline = env("OPSRELAY_PERF_BASELINE_BOOTSTRAP");
+    let builds = [
+        ("baseline", baseline.as_str()),
+        ("this build", &setup.bootstrap),
+    ];
+    let mut runs: Vec<Vec<builds::Figures>> = vec![Vec::new(); builds.len()];
+    for round in 0..builds::ROUNDS {
+        for (samples, (label, bootstrap)) in runs.iter_mut().zip(builds) {
+            let label = label.replace(' ', "-");
+            samples.push(builds::figures(setup, &label, bootstrap, round).await);
+        }
+    }
+    println!(
+        "\n| build ({} events a batch, defaults, real binary) | events/s | CPU per event | instructions per event (callgrind) |\n|---|---|---|---|",
+        builds::EVENTS
+    );
+    let mut medians = Vec::new();
+    for ((label, bootstrap), samples) in builds.iter().zip(&runs) {
+        let column = |of: &dyn Fn(&builds::Figures) -> f64| {
+            let mut values: Vec<f64> = samples.iter().map(of).collect();
+            values.sort_by(f64::total_cmp);
+            (values.clone(), values[values.len() / 2])
+        };
+        let (rates, rate) = column(&|f| f.events_per_second);
+        let (cpus, cpu) = column(&|f| f.cpu_per_event.as_secs_f64() * 1e6);
+        let (counts, count) = column(&|f| f.instructions_per_event);
+        let list = |values: &[f64]| {
+            let cells: Vec<String> = values.iter().map(|v| format!("{v:.0}")).collect();
+            cells.join(", ")
+        };
+        println!(
+            "| {label} ({bootstrap}) | {rate:.0} ({}) | {cpu:.0} µs ({}) | {count:.0} ({}) |",
+            list(&rates),
+            list(&cpus),
+            list(&counts)
+        );
+        medians.push((rate, cpu, count));
+    }
+    let ((r0, c0, i0), (r1, c1, i1)) = (medians[0], medians[1]);
+    println!(
+        "| this build / baseline (medians) | {:.3} | {:.3} | {:.3} |",
+        r1 / r0,
+        c1 / c0,
+        i1 / i0
+    );
+}
+
 fn median(mut samples: Vec<Duration>) -> Duration {
     samples.sort();
     samples[samples.len() / 2]
@@ -627,6 +679,10 @@ async fn main() {
                 run.cpu_per_event.as_secs_f64() * 1e6
             );
         }
+        return;
+    }
+    if std::env::var("OPSRELAY_PERF_ONLY").as_deref() == Ok("builds") {
+        build_rows(&setup).await;
         return;
     }
     if std::env::var("OPSRELAY_PERF_ONLY").as_deref() == Ok("sources") {

@@ -267,7 +267,7 @@ async fn the_xid_cursor_on_a_standby_misses_no_row_of_concurrent_transactions_ev
 }
 
 /// Writes to `table` on MariaDB for `run`: transactions of 1 to 2 inserts, one in six held open
-/// 2 s (longer than the source's 1 s delay: such rows commit late).
+/// 3 s (longer than the sources' delays: such rows commit late).
 async fn mariadb_writer(url: String, table: String, seed: u64, run: Duration, written: Written) {
     let pool = sqlx::MySqlPool::connect(&url).await.unwrap();
     let mut random = Random(seed);
@@ -292,7 +292,7 @@ async fn mariadb_writer(url: String, table: String, seed: u64, run: Duration, wr
             mine.push((id, ts));
         }
         let hold = if random.below(6) == 0 {
-            2_000
+            3_000
         } else {
             random.below(50)
         };
@@ -320,12 +320,13 @@ fn total(polls: &[Vec<Polled>], of: impl Fn(&Polled) -> usize) -> usize {
     polls.iter().flatten().map(of).sum()
 }
 
-/// Three MariaDB writers on a fresh table for 5 s while `kind`'s source (1 s delay, 30 s window)
+/// Three MariaDB writers on a fresh table for 5 s while `kind`'s source (`delay`, 30 s window)
 /// is polled every 200 ms, then twice more once they are done: the rows written, every event in
 /// the queue, and the polls' reports.
 async fn polled_while_mariadb_writes(
     kind: &str,
     columns: &str,
+    delay: &str,
 ) -> (
     BTreeSet<(i64, String)>,
     Vec<(i64, String)>,
@@ -338,7 +339,7 @@ async fn polled_while_mariadb_writes(
     let rules = rules(
         &format!("SELECT {columns} FROM {table}"),
         kind,
-        "delay = \"1s\"\nwindow = \"30s\"\n",
+        &format!("delay = \"{delay}\"\nwindow = \"30s\"\n"),
     );
     let database = database(&url);
     let written: Written = Arc::default();
@@ -402,13 +403,13 @@ fn every_row_once_some_late<K: Ord + Clone + std::fmt::Debug>(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_timestamp_cursor_sends_rows_that_commit_late_as_late_events_and_misses_none_within_the_window()
  {
-    let (written, events, polls) = polled_while_mariadb_writes("timestamp", "id, ts").await;
+    let (written, events, polls) = polled_while_mariadb_writes("timestamp", "id, ts", "1s").await;
     every_row_once_some_late("timestamp cursor on MariaDB", &written, &events, &polls);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_id_cursor_sends_ids_that_commit_after_higher_ones_as_late_events_and_misses_none() {
-    let (written, events, polls) = polled_while_mariadb_writes("id", "id").await;
+    let (written, events, polls) = polled_while_mariadb_writes("id", "id", "200ms").await;
     let written: BTreeSet<i64> = written.iter().map(|(id, _)| *id).collect();
     let ids: Vec<i64> = events.iter().map(|(id, _)| *id).collect();
     every_row_once_some_late("id cursor on MariaDB", &written, &ids, &polls);
