@@ -581,15 +581,16 @@ async fn build_rows(setup: &Setup) {
         ("this build", &setup.bootstrap),
     ];
     let mut runs: Vec<Vec<builds::Figures>> = vec![Vec::new(); builds.len()];
-    for round in 0..builds::ROUNDS {
+    for round in 0..builds::rounds() {
         for (samples, (label, bootstrap)) in runs.iter_mut().zip(builds) {
             let label = label.replace(' ', "-");
             samples.push(builds::figures(setup, &label, bootstrap, round).await);
         }
     }
     println!(
-        "\n| build ({} events a batch, defaults, real binary) | events/s | CPU per event | instructions per event (callgrind) |\n|---|---|---|---|",
-        builds::EVENTS
+        "\n| build (real binary, defaults, {} batches of {}) | events/s | CPU per event | instructions per event (callgrind) |\n|---|---|---|---|",
+        builds::BATCHES,
+        builds::BATCH
     );
     let mut medians = Vec::new();
     for ((label, bootstrap), samples) in builds.iter().zip(&runs) {

@@ -1,12 +1,16 @@
 //! Two builds side by side in one run (`OPSRELAY_PERF_ONLY=builds`, the other build's bootstrap in
 //! `OPSRELAY_PERF_BASELINE_BOOTSTRAP`): what a change costs non-burst traffic at the defaults
-//! (concurrency 4, 2 connections, digests on), with the pacer out of the way so that no digest
-//! forms. Both builds run the real binary through the Runtime API, in interleaved rounds:
-//! - natively: a warm-up batch of 100, then a timed batch of `EVENTS` (events/s, and the process's
-//!   CPU per event from `/proc`);
+//! (concurrency 4, 2 connections, digests on). The traffic is batches of `BATCH` events a second
+//! apart, and the pacer takes 1,000 posts at once and 1,000 a second (its ceiling), so that it
+//! never holds a post back and no digest forms (`OPSRELAY_DIGEST_WITHIN_MS` at its ceiling too).
+//! Both builds run the real binary through the Runtime API, in interleaved rounds:
+//! - natively: a warm-up batch of 100, then `BATCHES` timed batches (events/s while a batch runs,
+//!   and the process's CPU per event from `/proc`);
 //! - under valgrind's callgrind, whose instruction count barely moves with the machine's load: one
-//!   process handles a batch of `SMALL`, another one of `SMALL + EVENTS`, and the difference over
-//!   `EVENTS` is what one more event costs, with init, connecting and the shutdown taken out.
+//!   process handles one batch, another `1 + BATCHES`, and the difference over `BATCHES × BATCH`
+//!   events is what one more event costs, with init, connecting and the shutdown taken out. The
+//!   callgrind files stay in `target/perf/callgrind/` for `callgrind_annotate` (a build with
+//!   symbols: `CARGO_PROFILE_RELEASE_STRIP=false`).
 
 use std::path::Path;
 use std::time::Duration;
@@ -16,10 +20,17 @@ use tokio::time::Instant;
 use super::common::runtime::{Posted, RuntimeApi};
 use super::{Setup, Sink, cpu_of, failures, sqs_event, wait_for};
 
-const SMALL: usize = 1_000;
-pub const EVENTS: usize = 10_000;
-/// Rounds of both builds, interleaved.
-pub const ROUNDS: usize = 3;
+pub const BATCH: usize = 1_000;
+pub const BATCHES: usize = 10;
+/// Rounds of both builds, interleaved (`OPSRELAY_PERF_ROUNDS` to change).
+pub fn rounds() -> usize {
+    std::env::var("OPSRELAY_PERF_ROUNDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(3)
+}
+/// Between two batches: the pacer's bucket fills again.
+const PAUSE: Duration = Duration::from_millis(1_100);
 
 /// One build's figures in one round.
 #[derive(Clone, Copy, Debug)]
@@ -38,8 +49,9 @@ async fn start(
     bootstrap: &str,
 ) -> tokio::process::Child {
     let mut env = setup.lambda_env(api, &sink.url);
-    env.push(("OPSRELAY_SLACK_RATE_PER_SECOND", "1000000".into()));
+    env.push(("OPSRELAY_SLACK_RATE_PER_SECOND", "1000".into()));
     env.push(("OPSRELAY_SLACK_BURST", "1000".into()));
+    env.push(("OPSRELAY_DIGEST_WITHIN_MS", "600000".into()));
     let mut program = wrapper.to_vec();
     program.push(bootstrap.into());
     let child = setup.spawn(&program, &env);
@@ -62,31 +74,44 @@ async fn batch(api: &RuntimeApi, n: usize, size: usize) {
     }
 }
 
-/// Events/s and CPU per event of a warm process of `bootstrap` on a batch of `EVENTS`.
+/// Events/s and CPU per event of a warm process of `bootstrap` over `BATCHES` batches.
 async fn native(setup: &Setup, bootstrap: &str) -> (f64, Duration) {
     let (sink, api) = (Sink::start(None), RuntimeApi::start().await);
     let mut child = start(setup, &api, &sink, &[], bootstrap).await;
     let stat = format!("/proc/{}/stat", child.id().expect("running"));
     batch(&api, 0, 100).await;
-    let (cpu, started) = (cpu_of(&stat), Instant::now());
-    batch(&api, 1, EVENTS).await;
-    let (cpu, elapsed) = (cpu_of(&stat) - cpu, started.elapsed());
+    let (cpu, mut busy) = (cpu_of(&stat), Duration::ZERO);
+    for n in 1..=BATCHES {
+        tokio::time::sleep(PAUSE).await;
+        let started = Instant::now();
+        batch(&api, n, BATCH).await;
+        busy += started.elapsed();
+    }
+    let cpu = cpu_of(&stat) - cpu;
     child.kill().await.unwrap();
-    (EVENTS as f64 / elapsed.as_secs_f64(), cpu / EVENTS as u32)
+    let events = (BATCHES * BATCH) as u32;
+    (f64::from(events) / busy.as_secs_f64(), cpu / events)
 }
 
-/// Instructions a process of `bootstrap` executes from its start to its end, handling one batch of
-/// `size` events.
-async fn instructions(setup: &Setup, bootstrap: &str, size: usize, run: &str) -> u64 {
+/// Instructions a process of `bootstrap` executes from its start to its end, handling `batches`
+/// batches.
+async fn instructions(setup: &Setup, bootstrap: &str, batches: usize, run: &str) -> u64 {
     let (sink, api) = (Sink::start(None), RuntimeApi::start().await);
-    let out = setup.dir.path().join(format!("callgrind.{run}"));
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/perf/callgrind");
+    std::fs::create_dir_all(&dir).expect("a directory for callgrind's files");
+    let out = dir.join(format!("callgrind.{run}"));
     let valgrind = [
         "valgrind".to_string(),
         "--tool=callgrind".into(),
         format!("--callgrind-out-file={}", out.display()),
     ];
     let mut child = start(setup, &api, &sink, &valgrind, bootstrap).await;
-    batch(&api, 0, size).await;
+    for n in 0..batches {
+        if n > 0 {
+            tokio::time::sleep(PAUSE).await;
+        }
+        batch(&api, n, BATCH).await;
+    }
     // On SIGTERM valgrind ends the program and writes the counts.
     let pid = child.id().expect("running").to_string();
     let killed = std::process::Command::new("kill")
@@ -114,12 +139,12 @@ fn totals(path: &Path) -> u64 {
 /// The figures of `bootstrap` in round `round` (`label` names its callgrind files).
 pub async fn figures(setup: &Setup, label: &str, bootstrap: &str, round: usize) -> Figures {
     let (events_per_second, cpu_per_event) = native(setup, bootstrap).await;
-    let run = |size| format!("{label}-{round}-{size}");
-    let small = instructions(setup, bootstrap, SMALL, &run(SMALL)).await;
-    let big = instructions(setup, bootstrap, SMALL + EVENTS, &run(SMALL + EVENTS)).await;
+    let run = |batches| format!("{label}-{round}-{batches}");
+    let one = instructions(setup, bootstrap, 1, &run(1)).await;
+    let more = instructions(setup, bootstrap, 1 + BATCHES, &run(1 + BATCHES)).await;
     Figures {
         events_per_second,
         cpu_per_event,
-        instructions_per_event: (big as f64 - small as f64) / EVENTS as f64,
+        instructions_per_event: (more as f64 - one as f64) / (BATCHES * BATCH) as f64,
     }
 }

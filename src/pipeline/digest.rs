@@ -26,6 +26,7 @@ use super::isolate::isolate;
 use super::outcome::Activity;
 use super::record::{Prepared, Ready, Stage};
 use super::retry::retry;
+use super::route::Post;
 use crate::event::OpsEvent;
 use crate::lock::lock;
 use crate::render::{DigestEntry, RenderError, SlackMessage};
@@ -38,7 +39,8 @@ struct Send<'a, 'r> {
     rule: &'r Rule,
     destination: &'r str,
     mention: Option<&'r str>,
-    members: Vec<Member<'a, 'r>>,
+    /// Borrowed for a record's own post (no allocation on the common path).
+    members: Cow<'a, [Member<'a, 'r>]>,
     digest: bool,
 }
 
@@ -55,6 +57,8 @@ struct Group<'r> {
     threshold: usize,
     /// Indexes into [`Gathering::held`].
     members: Vec<usize>,
+    /// Members before this one were trimmed already (each is trimmed once).
+    trimmed: usize,
 }
 
 /// How a standard queue's batch gathers into digests, as its records are prepared.
@@ -97,21 +101,20 @@ impl<'r> Gathering<'r> {
             !served
         });
         let rule = ready.composed.rule;
-        let keys: Vec<GroupKey<'r>> = ready
-            .posts
-            .iter()
-            .map(|post| (rule.name.as_str(), post.destination, post.mention))
-            .collect();
-        let groups: Vec<usize> = keys
-            .iter()
-            .map(|key| self.group(relay, *key, rule))
-            .collect();
-        if groups
-            .iter()
-            .all(|&g| self.groups[g].1.threshold >= self.batch)
-        {
+        let key = |post: &Post<'r>| (rule.name.as_str(), post.destination, post.mention);
+        // Checked before anything is collected: most records post at once.
+        let at_once = ready.posts.iter().all(|post| {
+            let g = self.group(relay, key(post), rule);
+            self.groups[g].1.threshold >= self.batch
+        });
+        if at_once {
             return Some(prepared);
         }
+        let groups: Vec<usize> = ready
+            .posts
+            .iter()
+            .map(|post| self.group(relay, key(post), rule))
+            .collect();
         let held = self.held.len();
         for &g in &groups {
             self.groups[g].1.members.push(held);
@@ -134,6 +137,7 @@ impl<'r> Gathering<'r> {
             rule,
             threshold,
             members: Vec::new(),
+            trimmed: 0,
         };
         self.groups.push((key, group));
         self.groups.len() - 1
@@ -142,18 +146,19 @@ impl<'r> Gathering<'r> {
     /// Once group `g` is bound to be a digest, its members past those it lists keep no message or
     /// row (only records posting to it alone are trimmed).
     fn trim(&mut self, g: usize) {
-        let group = &self.groups[g].1;
+        let group = &mut self.groups[g].1;
         if group.members.len() <= group.threshold {
             return;
         }
-        let listed = group.rule.digest.list;
-        for &member in group.members.iter().skip(listed) {
+        let from = group.trimmed.max(group.rule.digest.list);
+        for &member in group.members.iter().skip(from) {
             if let Stage::Ready(ready) = &mut self.held[member].1.stage
                 && ready.posts.len() == 1
             {
                 ready.trim();
             }
         }
+        group.trimmed = group.members.len();
     }
 
     /// The sends of the held records: a digest per group past its threshold, else each alone.
@@ -168,11 +173,11 @@ impl<'r> Gathering<'r> {
                     _ => None,
                 })
                 .collect();
-            let send = |members, digest| Send {
+            let send = |members: Vec<Member<'a, 'r>>, digest| Send {
                 rule: group.rule,
                 destination,
                 mention: *mention,
-                members,
+                members: Cow::Owned(members),
                 digest,
             };
             if members.len() > group.threshold {
@@ -209,12 +214,13 @@ impl Relay {
         let Stage::Ready(ready) = &prepared.stage else {
             return;
         };
+        let member = [(prepared, ready)];
         for post in &ready.posts {
             let send = Send {
                 rule: ready.composed.rule,
                 destination: post.destination,
                 mention: post.mention,
-                members: vec![(prepared, ready)],
+                members: Cow::Borrowed(&member),
                 digest: false,
             };
             self.post_send(send, budget).await;
@@ -240,7 +246,8 @@ impl Relay {
         } else {
             first.span.clone()
         };
-        let work = async {
+        // Boxed: the post's future is large, and each wrapper moved it by value.
+        let work = Box::pin(async {
             let message = self.message_of(&send)?;
             let message = match send.mention {
                 Some(mention) => Cow::Owned(message.with_mention(mention)),
@@ -248,7 +255,7 @@ impl Relay {
             };
             self.post_retrying(send.destination, &message, deadline, &first.activity)
                 .await
-        };
+        });
         let posted = isolate(deadline, work).instrument(span.clone()).await;
         let _entered = span.enter();
         match posted {
@@ -262,7 +269,7 @@ impl Relay {
                 if send.digest {
                     tracing::warn!(code = error.code(), error = %error, "The digest was not posted; each of its events settles with this error.");
                 }
-                for (record, _) in &send.members {
+                for (record, _) in send.members.iter() {
                     lock(&record.failure).get_or_insert_with(|| error.clone());
                 }
             }

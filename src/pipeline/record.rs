@@ -96,7 +96,8 @@ impl Relay {
             }),
             (None, Err(error)) => Stage::Failed(error.into()),
             (None, Ok(event)) => {
-                let work = self.ready(event, budget);
+                // Boxed: the lookup's future is large, and each wrapper moved it by value.
+                let work = Box::pin(self.ready(event, budget));
                 isolate(budget.work_deadline(), work)
                     .instrument(span.clone())
                     .await
