@@ -1,8 +1,8 @@
 //! The (message, destination) pairs already delivered by this process, so that a message SQS
 //! delivers again (at-least-once) is not posted twice to the same place. Bounded; oldest forgotten.
 
-use std::collections::{HashSet, VecDeque};
-use std::sync::Mutex;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
 
 use crate::lock::lock;
 
@@ -11,14 +11,12 @@ pub struct DeliveredMemory {
     seen: Mutex<Seen>,
 }
 
-/// A (message id, destination) pair.
-type Delivered = (String, String);
-
-/// The pairs for look-up, and in the order they came for forgetting.
+/// Each message's destinations delivered (oldest first), looked up without allocating; and the
+/// pairs in the order they came, by message, for forgetting.
 #[derive(Default)]
 struct Seen {
-    set: HashSet<Delivered>,
-    order: VecDeque<Delivered>,
+    by_message: HashMap<Arc<str>, Vec<Box<str>>>,
+    order: VecDeque<Arc<str>>,
 }
 
 impl DeliveredMemory {
@@ -31,22 +29,30 @@ impl DeliveredMemory {
 
     pub fn contains(&self, message_id: &str, destination: &str) -> bool {
         lock(&self.seen)
-            .set
-            .contains(&(message_id.to_string(), destination.to_string()))
+            .by_message
+            .get(message_id)
+            .is_some_and(|served| served.iter().any(|d| &**d == destination))
     }
 
     pub fn insert(&self, message_id: &str, destination: &str) {
         if message_id.is_empty() || self.capacity == 0 {
             return;
         }
-        let key = (message_id.to_string(), destination.to_string());
         let mut seen = lock(&self.seen);
-        let Seen { set, order } = &mut *seen;
-        if set.insert(key.clone()) {
-            order.push_back(key);
-            while order.len() > self.capacity {
-                if let Some(old) = order.pop_front() {
-                    set.remove(&old);
+        let Seen { by_message, order } = &mut *seen;
+        let message = match by_message.get_key_value(message_id) {
+            Some((_, served)) if served.iter().any(|d| &**d == destination) => return,
+            Some((message, _)) => message.clone(),
+            None => Arc::from(message_id),
+        };
+        (by_message.entry(message.clone()).or_default()).push(destination.into());
+        order.push_back(message);
+        while order.len() > self.capacity {
+            let Some(old) = order.pop_front() else { break };
+            if let Some(served) = by_message.get_mut(&old) {
+                served.remove(0);
+                if served.is_empty() {
+                    by_message.remove(&old);
                 }
             }
         }
@@ -65,5 +71,19 @@ mod tests {
         memory.insert("m3", "d");
         assert!(!memory.contains("m1", "d"));
         assert!(memory.contains("m2", "d") && memory.contains("m3", "d"));
+    }
+
+    #[test]
+    fn delivered_memory_forgets_a_messages_destinations_oldest_first_and_counts_each_once() {
+        let memory = DeliveredMemory::new(3);
+        memory.insert("m1", "a");
+        memory.insert("m1", "a");
+        memory.insert("m1", "b");
+        memory.insert("m2", "a");
+        assert!(memory.contains("m1", "a") && memory.contains("m1", "b"));
+        memory.insert("m3", "a");
+        assert!(!memory.contains("m1", "a"), "the oldest pair is forgotten");
+        assert!(memory.contains("m1", "b") && memory.contains("m2", "a"));
+        assert!(!memory.contains("m2", "b"));
     }
 }

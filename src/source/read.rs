@@ -40,6 +40,10 @@ pub enum ReadError {
         value: String,
     },
     #[error(
+        "source `{name}`: the database's clock read as {value:?}, not microseconds since the epoch, so its ids cannot be dated; report this with the engine's version"
+    )]
+    Clock { name: String, value: String },
+    #[error(
         "source `{name}`: a cursor of kind {kind} needs {needs}, and the database is {engine}: {fix}"
     )]
     Engine {
@@ -236,8 +240,13 @@ pub async fn highest(
         })
     };
     let highest = row.next().flatten().map(integer).transpose()?;
+    // A clock that cannot be read would date no id, and the source would silently read nothing.
     let now = row.next().flatten().unwrap_or_default();
-    Ok((highest, now.parse().unwrap_or_default()))
+    let now = now.parse().map_err(|_| ReadError::Clock {
+        name: source.name.clone(),
+        value: now,
+    })?;
+    Ok((highest, now))
 }
 
 /// Reads the source as a poll does, no row kept: fails when its query does not return its cursor
