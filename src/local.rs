@@ -9,6 +9,7 @@
 //! the retry and last-receive paths behave as they do in production.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_lambda_events::sqs::{SqsEvent, SqsMessage};
@@ -17,6 +18,7 @@ use tokio::time::Instant;
 use crate::config::{self, MissingWebhook, Settings};
 use crate::db::Database;
 use crate::deadletter::DeadLetters;
+use crate::lock::lock;
 use crate::pipeline::{Outcome, Relay, Tally};
 use crate::rules::Rules;
 use crate::secret::Secret;
@@ -66,22 +68,21 @@ pub struct Summary {
 
 /// The rules from `OPSRELAY_RULES`, or the embedded ones.
 pub fn rules_or_embedded(settings: &Settings) -> Result<Rules, anyhow::Error> {
+    rules_or(settings, EMBEDDED_RULES)
+}
+
+/// The rules from `OPSRELAY_RULES`, or `embedded`.
+fn rules_or(settings: &Settings, embedded: &str) -> Result<Rules, anyhow::Error> {
     match &settings.rules_path {
         Some(_) => settings.load_rules(),
-        None => Ok(Rules::parse("(embedded rules)", EMBEDDED_RULES)?),
+        None => Ok(Rules::parse("(embedded rules)", embedded)?),
     }
 }
 
 /// Runs the local job.
 pub async fn run(options: &LocalOptions) -> Result<Summary, anyhow::Error> {
     let settings = Settings::from_env()?;
-    let rules = match &settings.rules_path {
-        Some(_) => settings.load_rules()?,
-        None => Rules::parse(
-            "(embedded rules)",
-            &format!("{EMBEDDED_RULES}\n{EMBEDDED_SOURCES}"),
-        )?,
-    };
+    let rules = rules_or(&settings, &format!("{EMBEDDED_RULES}\n{EMBEDDED_SOURCES}"))?;
     let resolved = config::resolve(
         &settings,
         &rules,
@@ -155,15 +156,17 @@ async fn poll_sources(
     if rules.sources.is_empty() {
         return (Vec::new(), Vec::new());
     }
-    let file = (settings.poll.state_file.clone())
-        .unwrap_or_else(|| dead_letters.with_file_name(CURSOR_FILE));
+    let file = settings.poll.state_file.clone();
+    let file = file.unwrap_or_else(|| dead_letters.with_file_name(CURSOR_FILE));
+    let events = Arc::new(Mutex::new(Vec::new()));
     let poller = Poller {
         store: CursorStore::File(file),
-        queue: EventQueue::Memory(Default::default()),
+        queue: EventQueue::Memory(events.clone()),
         query_timeout: settings.db.query_timeout,
     };
-    let report = (poller.poll(database, &rules.sources, Instant::now() + PASS_TIMEOUT)).await;
-    (report, poller.queue.take())
+    let until = Instant::now() + PASS_TIMEOUT;
+    let report = poller.poll(database, &rules.sources, until).await;
+    (report, std::mem::take(&mut *lock(&events)))
 }
 
 /// The configured database, or a scratch SQLite database seeded with the sample data (kept while

@@ -31,7 +31,7 @@ impl DeliveredMemory {
         lock(&self.seen)
             .by_message
             .get(message_id)
-            .is_some_and(|served| served.iter().any(|d| &**d == destination))
+            .is_some_and(|served| serves(served, destination))
     }
 
     pub fn insert(&self, message_id: &str, destination: &str) {
@@ -41,7 +41,7 @@ impl DeliveredMemory {
         let mut seen = lock(&self.seen);
         let Seen { by_message, order } = &mut *seen;
         let message = match by_message.get_key_value(message_id) {
-            Some((_, served)) if served.iter().any(|d| &**d == destination) => return,
+            Some((_, served)) if serves(served, destination) => return,
             Some((message, _)) => message.clone(),
             None => Arc::from(message_id),
         };
@@ -57,6 +57,10 @@ impl DeliveredMemory {
             }
         }
     }
+}
+
+fn serves(served: &[Box<str>], destination: &str) -> bool {
+    served.iter().any(|d| &**d == destination)
 }
 
 #[cfg(test)]

@@ -52,14 +52,6 @@ impl EventQueue {
             }
         }
     }
-
-    /// The events a memory queue holds, taken out of it (none from SQS).
-    pub fn take(&self) -> Vec<SqsMessage> {
-        match self {
-            EventQueue::Sqs { .. } => Vec::new(),
-            EventQueue::Memory(events) => std::mem::take(&mut *lock(events)),
-        }
-    }
 }
 
 async fn send_sqs(
@@ -137,11 +129,12 @@ fn cursor_value(source: &Source, row: &SourceRow) -> String {
 
 /// The event of `row` as the relay would receive it from SQS.
 fn message(source: &Source, row: &SourceRow) -> SqsMessage {
+    let value = cursor_value(source, row);
+    let mut message = SqsMessage::default();
+    message.message_id = Some(format!("{}-{value}", source.name));
     let mut cursor = SqsMessageAttribute::default();
     cursor.data_type = Some("String".into());
-    cursor.string_value = Some(cursor_value(source, row));
-    let mut message = SqsMessage::default();
-    message.message_id = Some(format!("{}-{}", source.name, cursor_value(source, row)));
+    cursor.string_value = Some(value);
     message.body = Some(body(source, row));
     message.message_attributes = [(CURSOR_ATTRIBUTE.to_string(), cursor)].into();
     message.event_source = Some("aws:sqs".into());
