@@ -1234,7 +1234,8 @@ async fn ctrl_c_while_batches_wait_for_their_turn_under_the_rate_stops_without_s
         .expect("the stop does not wait for the rate");
     assert!(report.stopped);
     let counts = &report.counts;
-    assert_eq!(counts.read, 20, "{counts:?}");
+    // The stop lands once 20 are read; on a loaded machine the third batch may be read first.
+    assert!(counts.read >= 20, "{counts:?}");
     assert!(
         counts.moved <= 10,
         "a batch waiting for its turn was sent: {counts:?}"
